@@ -1,0 +1,169 @@
+//! The `corral` command line: argument parsing only; each subcommand lives in its own module.
+//!
+//! Flags that shape the engine (`--model`, `--ctx`, sampling, …) are global: they are accepted
+//! before or after the subcommand.
+
+mod chat;
+mod generate;
+mod model;
+pub mod prompt;
+pub mod tools;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{EngineOptions, FlashAttention, KvType, Sampling};
+
+/// corral: a local Llama that uses sandboxed tools.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about, long_about = None)]
+pub struct Cli {
+    /// Flags accepted anywhere on the command line.
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    /// What to do (default: chat with the default model).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Global flags: model, context and sampling.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// GGUF model file, or the name of a cached model (default: the default model).
+    #[arg(long, global = true, value_name = "PATH|NAME")]
+    pub model: Option<PathBuf>,
+    /// Context window in tokens, up to 131072 (default: the model's training context, capped so
+    /// the KV cache fits in memory).
+    #[arg(long, global = true, value_name = "TOKENS")]
+    pub ctx: Option<u32>,
+    /// CPU threads (default: all available cores).
+    #[arg(long, global = true)]
+    pub threads: Option<u32>,
+    /// Prompt-evaluation batch size.
+    #[arg(long, global = true, default_value_t = 512)]
+    pub batch: u32,
+    /// KV cache type: f16 or q8_0.
+    #[arg(long = "kv-type", global = true, default_value = "f16")]
+    pub kv_type: KvType,
+    /// Flash attention: on, off or auto (a bare `--flash-attn` means on).
+    #[arg(long = "flash-attn", global = true, num_args = 0..=1, default_value = "auto",
+          default_missing_value = "on", value_name = "on|off|auto")]
+    pub flash_attn: FlashAttention,
+    /// Layers to offload to the GPU (needs a build with `--features cuda`).
+    #[arg(long = "gpu-layers", global = true, default_value_t = 0, value_name = "N")]
+    pub gpu_layers: u32,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, global = true, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling probability mass.
+    #[arg(long = "top-p", global = true, value_name = "P")]
+    pub top_p: Option<f32>,
+    /// Keep only the K most likely tokens (0 disables).
+    #[arg(long = "top-k", global = true, value_name = "K")]
+    pub top_k: Option<i32>,
+    /// Random seed for sampling.
+    #[arg(long, global = true)]
+    pub seed: Option<u32>,
+    /// Show llama.cpp's own log.
+    #[arg(long, global = true)]
+    pub verbose: bool,
+}
+
+impl GlobalOpts {
+    /// Engine options from the flags.
+    ///
+    /// # Errors
+    /// Conflicting or out-of-range options, as a [`UsageError`].
+    pub fn engine_options(&self) -> Result<EngineOptions, UsageError> {
+        let defaults = EngineOptions::default();
+        let options = EngineOptions {
+            context_tokens: self.ctx,
+            threads: self.threads.unwrap_or(defaults.threads),
+            batch: self.batch,
+            kv_type: self.kv_type,
+            flash_attention: self.flash_attn,
+            gpu_layers: self.gpu_layers,
+            verbose: self.verbose,
+            show_progress: true,
+        };
+        options.validate().map_err(UsageError::new)?;
+        Ok(options)
+    }
+
+    /// Sampling settings from the flags.
+    ///
+    /// # Errors
+    /// Out-of-range values, as a [`UsageError`].
+    pub fn sampling(&self) -> Result<Sampling, UsageError> {
+        let defaults = Sampling::default();
+        let sampling = Sampling {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            seed: self.seed.unwrap_or(defaults.seed),
+        };
+        if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
+            return Err(UsageError::new("--temperature must be 0 or more"));
+        }
+        if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
+            return Err(UsageError::new("--top-p must be in (0, 1]"));
+        }
+        if sampling.top_k < 0 {
+            return Err(UsageError::new("--top-k must be 0 or more"));
+        }
+        Ok(sampling)
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Chat with the model (the default when no subcommand is given).
+    Chat,
+    /// Print a raw completion of TEXT.
+    Generate(generate::GenerateArgs),
+    /// Pull, list and locate models.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Render, parse and tokenize Llama 3.1 prompts (no model needed except for `tokens`).
+    #[command(subcommand)]
+    Prompt(prompt::PromptCommand),
+    /// Install, list, remove and call sandboxed tool plugins.
+    #[command(subcommand)]
+    Tools(tools::ToolsCommand),
+}
+
+/// A mistake in what the user asked for (bad flag value, bad input): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl UsageError {
+    /// A usage error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the subcommand reports; [`UsageError`]s mean exit code 2.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Chat) {
+        Command::Chat => chat::run(&cli.global),
+        Command::Generate(args) => generate::run(&args, &cli.global),
+        Command::Model(command) => model::run(command),
+        Command::Prompt(command) => prompt::run(command, &cli.global),
+        Command::Tools(command) => tools::run(command, &cli.global),
+    }
+}

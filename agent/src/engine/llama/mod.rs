@@ -1,0 +1,193 @@
+//! The llama.cpp engine (crate `llama-cpp-2`).
+//!
+//! llama.cpp's context borrows its model, and both must stay on one thread while they are used,
+//! so [`LlamaEngine`] is a handle: a dedicated engine thread owns the model and its context and
+//! takes commands over a channel. Generated text streams back over a second channel while the
+//! caller's thread runs its callback, so cancellation from the callback (or any thread, through
+//! the [`CancelToken`](super::CancelToken)) is seen before the next token is sampled.
+
+mod worker;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+
+use super::{Backend, EngineError, EngineOptions, GenerateRequest, Generation, ModelInfo};
+use super::{TextSink, Token};
+use crate::model::gguf;
+
+/// llama.cpp's process-wide backend, initialised once and never freed.
+fn backend(verbose: bool) -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            if !verbose {
+                llama_cpp_2::send_logs_to_tracing(
+                    llama_cpp_2::LogOptions::default().with_logs_enabled(false),
+                );
+            }
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Config(format!("cannot initialise llama.cpp: {e}")))
+}
+
+/// Checks that `path` is a readable, complete GGUF file before llama.cpp sees it, so a bad
+/// file gives a clear error instead of llama.cpp's log noise.
+fn check_model_file(path: &Path) -> Result<gguf::GgufSummary, EngineError> {
+    gguf::inspect(path).map_err(|e| EngineError::Load {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Loads a model and starts its engine thread.
+///
+/// # Errors
+/// A missing, non-GGUF or truncated file, an unsupported `--ctx`, or llama.cpp failing to load.
+pub fn load(path: &Path, options: &EngineOptions) -> Result<Box<dyn Backend + Send>, EngineError> {
+    Ok(Box::new(LlamaEngine::load(path, options)?))
+}
+
+/// Tokenizes `text` with only the vocabulary of the GGUF file at `path` (a vocab-only GGUF is
+/// enough); special tokens written as text are parsed.
+///
+/// # Errors
+/// A bad model file or llama.cpp failing to load its vocabulary.
+pub fn tokenize_with_vocab(path: &Path, text: &str) -> Result<Vec<Token>, EngineError> {
+    check_model_file(path)?;
+    let backend = backend(false)?;
+    let params = LlamaModelParams::default().with_vocab_only(true);
+    let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(model
+        .vocab()
+        .tokenize(text.as_bytes(), false, true)
+        .into_iter()
+        .map(|t| t.0)
+        .collect())
+}
+
+/// Commands the engine thread understands.
+enum Command {
+    Tokenize {
+        text: String,
+        special: bool,
+        reply: mpsc::Sender<Vec<Token>>,
+    },
+    Generate {
+        request: GenerateRequest,
+        events: mpsc::Sender<Event>,
+    },
+    Truncate {
+        keep: usize,
+        reply: mpsc::Sender<Result<(), EngineError>>,
+    },
+}
+
+/// What the engine thread sends back while generating.
+enum Event {
+    Text(String),
+    Done(Result<Generation, EngineError>),
+}
+
+/// Handle to a model loaded by llama.cpp, running on its own thread.
+pub struct LlamaEngine {
+    commands: mpsc::Sender<Command>,
+    info: ModelInfo,
+    cached: Arc<AtomicUsize>,
+}
+
+impl LlamaEngine {
+    /// Loads the model at `path` with `options` and starts the engine thread.
+    ///
+    /// # Errors
+    /// As [`load`].
+    pub fn load(path: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
+        let summary = check_model_file(path)?;
+        let backend = backend(options.verbose)?;
+        let (commands, inbox) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let cached = Arc::new(AtomicUsize::new(0));
+        let worker_cached = Arc::clone(&cached);
+        let path = path.to_path_buf();
+        let options = options.clone();
+        std::thread::Builder::new()
+            .name("corral-llama".into())
+            .spawn(move || {
+                worker::run(backend, &path, &summary, &options, ready_tx, inbox, worker_cached);
+            })
+            .map_err(|e| EngineError::Config(format!("cannot start the engine thread: {e}")))?;
+        let info = ready_rx.recv().map_err(|_| EngineError::EngineGone)??;
+        Ok(Self {
+            commands,
+            info,
+            cached,
+        })
+    }
+}
+
+impl Backend for LlamaEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError> {
+        let (reply, answer) = mpsc::channel();
+        self.commands
+            .send(Command::Tokenize {
+                text: text.to_string(),
+                special,
+                reply,
+            })
+            .map_err(|_| EngineError::EngineGone)?;
+        answer.recv().map_err(|_| EngineError::EngineGone)
+    }
+
+    fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        sink: &mut TextSink<'_>,
+    ) -> Result<Generation, EngineError> {
+        let (events, stream) = mpsc::channel();
+        self.commands
+            .send(Command::Generate {
+                request: request.clone(),
+                events,
+            })
+            .map_err(|_| EngineError::EngineGone)?;
+        let mut broke = false;
+        for event in stream {
+            match event {
+                Event::Text(text) if !broke => {
+                    if sink(&text).is_break() {
+                        broke = true;
+                        request.cancel.cancel();
+                    }
+                }
+                Event::Text(_) => {}
+                Event::Done(result) => return result,
+            }
+        }
+        Err(EngineError::EngineGone)
+    }
+
+    fn cached_tokens(&self) -> usize {
+        self.cached.load(Ordering::SeqCst)
+    }
+
+    fn truncate_cache(&mut self, keep: usize) -> Result<(), EngineError> {
+        let (reply, answer) = mpsc::channel();
+        self.commands
+            .send(Command::Truncate { keep, reply })
+            .map_err(|_| EngineError::EngineGone)?;
+        answer.recv().map_err(|_| EngineError::EngineGone)?
+    }
+}

@@ -1,0 +1,309 @@
+//! The engine thread: owns the llama.cpp model and context and serves [`Command`]s.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use super::{Command, Event};
+use crate::engine::options::{available_memory_bytes, choose_context};
+use crate::engine::{
+    common_prefix, EngineError, EngineOptions, FlashAttention, GenerateRequest, Generation,
+    KvType, ModelInfo, PieceDecoder, Sampling, StopMatcher, StopReason, StopScan, Token,
+};
+use crate::model::gguf::GgufSummary;
+
+/// Entry point of the engine thread: load, report readiness, then serve commands until every
+/// handle is dropped.
+pub(super) fn run(
+    backend: &'static LlamaBackend,
+    path: &Path,
+    summary: &GgufSummary,
+    options: &EngineOptions,
+    ready: mpsc::Sender<Result<ModelInfo, EngineError>>,
+    inbox: mpsc::Receiver<Command>,
+    cached: Arc<AtomicUsize>,
+) {
+    let model = match load_model(backend, path, options) {
+        Ok(model) => model,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (ctx, info) = match new_context(backend, &model, summary, options) {
+        Ok(pair) => pair,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if ready.send(Ok(info)).is_err() {
+        return;
+    }
+    let mut session = Session {
+        model: &model,
+        ctx,
+        cache: Vec::new(),
+        batch_size: options.batch.max(1) as usize,
+        cached,
+    };
+    for command in inbox {
+        match command {
+            Command::Tokenize {
+                text,
+                special,
+                reply,
+            } => {
+                let _ = reply.send(session.tokenize(&text, special));
+            }
+            Command::Generate { request, events } => {
+                let result = session.generate(&request, &events);
+                let _ = events.send(Event::Done(result));
+            }
+            Command::Truncate { keep, reply } => {
+                let _ = reply.send(session.truncate(keep));
+            }
+        }
+    }
+}
+
+fn load_model(
+    backend: &LlamaBackend,
+    path: &Path,
+    options: &EngineOptions,
+) -> Result<LlamaModel, EngineError> {
+    let mut params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
+    if options.show_progress {
+        let bar = indicatif::ProgressBar::new(100).with_style(
+            indicatif::ProgressStyle::with_template("loading model {bar:30} {percent:>3}%")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        params = params.with_progress_callback(move |progress| {
+            bar.set_position((progress * 100.0) as u64);
+            if progress >= 1.0 {
+                bar.finish_and_clear();
+            }
+            true
+        });
+    }
+    LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
+        path: path.display().to_string(),
+        reason: format!("llama.cpp could not load it ({e}); run with --verbose for its log"),
+    })
+}
+
+/// Bytes of KV cache one token takes in this model with `kv_type`.
+fn kv_bytes_per_token(model: &LlamaModel, kv_type: KvType) -> f64 {
+    let head_count = f64::from(model.n_head().max(1));
+    let kv_width = f64::from(model.n_embd()) * f64::from(model.n_head_kv()) / head_count;
+    2.0 * f64::from(model.n_layer()) * kv_width * kv_type.bytes_per_element()
+}
+
+fn new_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    summary: &GgufSummary,
+    options: &EngineOptions,
+) -> Result<(LlamaContext<'m>, ModelInfo), EngineError> {
+    let trained = model.n_ctx_train();
+    let per_token = kv_bytes_per_token(model, options.kv_type);
+    let n_ctx = choose_context(options.context_tokens, trained, per_token, available_memory_bytes())
+        .map_err(EngineError::Config)?;
+    let kv = match options.kv_type {
+        KvType::F16 => KvCacheType::F16,
+        KvType::Q8_0 => KvCacheType::Q8_0,
+    };
+    let flash = match options.flash_attention {
+        FlashAttention::Auto => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+        FlashAttention::On => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        FlashAttention::Off => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    };
+    let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(options.batch.max(1))
+        .with_n_ubatch(options.batch.max(1))
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_type_k(kv)
+        .with_type_v(kv)
+        .with_flash_attention_policy(flash);
+    let ctx = model
+        .new_context(backend, params)
+        .map_err(|e| EngineError::Config(format!("cannot create a {n_ctx}-token context: {e}")))?;
+    let info = ModelInfo {
+        name: summary.name.clone(),
+        context_tokens: ctx.n_ctx() as usize,
+        trained_context_tokens: trained as usize,
+        chat_template: model.chat_template(None).ok().and_then(|t| t.to_string().ok()),
+    };
+    Ok((ctx, info))
+}
+
+/// The model, its context and the tokens the KV cache holds (sequence 0).
+struct Session<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    cache: Vec<Token>,
+    batch_size: usize,
+    cached: Arc<AtomicUsize>,
+}
+
+impl Session<'_> {
+    fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
+        let vocab = self.model.vocab();
+        let mut tokens: Vec<Token> = vocab
+            .tokenize(text.as_bytes(), false, special)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        let bos = vocab.bos().0;
+        if vocab.should_add_bos() && bos >= 0 && tokens.first() != Some(&bos) {
+            tokens.insert(0, bos);
+        }
+        tokens
+    }
+
+    fn truncate(&mut self, keep: usize) -> Result<(), EngineError> {
+        if keep < self.cache.len() {
+            let from = u32::try_from(keep).unwrap_or(u32::MAX);
+            self.ctx
+                .kv_cache_seq_rm(0, Some(from), None)
+                .map_err(|e| EngineError::Inference(format!("cannot trim the KV cache: {e}")))?;
+            self.cache.truncate(keep);
+        }
+        self.cached.store(self.cache.len(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Evaluates `tokens` after what the cache holds, in batches; logits only for the last one.
+    fn evaluate(&mut self, tokens: &[Token]) -> Result<(), EngineError> {
+        let mut batch = LlamaBatch::new(self.batch_size, 1);
+        let chunks = tokens.len().div_ceil(self.batch_size);
+        for (index, chunk) in tokens.chunks(self.batch_size).enumerate() {
+            batch.clear();
+            let last_chunk = index + 1 == chunks;
+            for (i, &token) in chunk.iter().enumerate() {
+                let pos = i32::try_from(self.cache.len() + i).unwrap_or(i32::MAX);
+                let wants_logits = last_chunk && i + 1 == chunk.len();
+                batch
+                    .add(LlamaToken(token), pos, &[0], wants_logits)
+                    .map_err(|e| EngineError::Inference(e.to_string()))?;
+            }
+            self.ctx
+                .decode(&mut batch)
+                .map_err(|e| EngineError::Inference(format!("llama_decode failed: {e}")))?;
+            self.cache.extend_from_slice(chunk);
+        }
+        self.cached.store(self.cache.len(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn sampler(&self, sampling: &Sampling) -> LlamaSampler {
+        if sampling.is_greedy() {
+            return LlamaSampler::greedy();
+        }
+        let mut chain = Vec::new();
+        if sampling.top_k > 0 {
+            chain.push(LlamaSampler::top_k(sampling.top_k));
+        }
+        if sampling.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(sampling.top_p, 1));
+        }
+        chain.push(LlamaSampler::temp(sampling.temperature));
+        chain.push(LlamaSampler::dist(sampling.seed));
+        LlamaSampler::chain_simple(chain)
+    }
+
+    fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Generation, EngineError> {
+        let prompt = self.tokenize(&request.prompt, true);
+        let n_ctx = self.ctx.n_ctx() as usize;
+        if prompt.is_empty() {
+            return Err(EngineError::Inference("the prompt is empty".into()));
+        }
+        if prompt.len() >= n_ctx {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt.len(),
+                context: n_ctx,
+            });
+        }
+        // Reuse the cached prefix, but always evaluate at least the last prompt token so there
+        // are fresh logits to sample from.
+        let reused = common_prefix(&self.cache, &prompt).min(prompt.len() - 1);
+        self.truncate(reused)?;
+        let started = Instant::now();
+        self.evaluate(&prompt[reused..])?;
+        let prompt_seconds = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let mut sampler = self.sampler(&request.sampling);
+        let mut decoder = PieceDecoder::new();
+        let mut matcher = StopMatcher::new(&request.stop_strings);
+        let mut text = String::new();
+        let mut generated = 0usize;
+        let vocab = self.model.vocab();
+        let emit = |chunk: &str, text: &mut String| {
+            if !chunk.is_empty() {
+                text.push_str(chunk);
+                let _ = events.send(Event::Text(chunk.to_string()));
+            }
+        };
+        let stop = loop {
+            if request.cancel.is_cancelled() {
+                break StopReason::Cancelled;
+            }
+            if request.max_tokens.is_some_and(|max| generated >= max) {
+                break StopReason::MaxTokens;
+            }
+            if self.cache.len() >= n_ctx {
+                break StopReason::ContextFull;
+            }
+            let token = sampler.sample(&self.ctx, -1);
+            generated += 1;
+            if vocab.is_eog(token) {
+                let piece = vocab.token_to_piece(token, true, None);
+                break StopReason::EndOfGeneration(String::from_utf8_lossy(&piece).into_owned());
+            }
+            if request.stop_tokens.contains(&token.0) {
+                break StopReason::StopToken(token.0);
+            }
+            let piece = vocab.token_to_piece(token, true, None);
+            match matcher.push(&decoder.push(&piece)) {
+                StopScan::Continue(chunk) => emit(&chunk, &mut text),
+                StopScan::Stopped { emit: chunk, stop } => {
+                    emit(&chunk, &mut text);
+                    break StopReason::StopString(stop);
+                }
+            }
+            self.evaluate(&[token.0])?;
+        };
+        if !matches!(stop, StopReason::StopString(_)) {
+            let tail = format!("{}{}", matcher.finish(), decoder.finish());
+            emit(&tail, &mut text);
+        }
+        Ok(Generation {
+            text,
+            stop,
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            generated_tokens: generated,
+            prompt_seconds,
+            generate_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}

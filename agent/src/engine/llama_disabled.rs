@@ -1,0 +1,14 @@
+//! Stand-in for the llama.cpp engine in builds without the `llama` feature: every entry point
+//! returns [`EngineError::Unavailable`], which tells the user how to get the real one.
+
+use std::path::Path;
+
+use super::{Backend, EngineError, EngineOptions};
+
+/// Loads a model: always fails in this build.
+///
+/// # Errors
+/// Always [`EngineError::Unavailable`].
+pub fn load(_path: &Path, _options: &EngineOptions) -> Result<Box<dyn Backend + Send>, EngineError> {
+    Err(EngineError::Unavailable)
+}

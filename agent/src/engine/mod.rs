@@ -1,0 +1,257 @@
+//! The inference engine seam.
+//!
+//! Everything that produces tokens sits behind [`Backend`]: the llama.cpp implementation
+//! ([`llama`], behind the `llama` cargo feature) and [`ScriptedBackend`], a test double that
+//! replays canned replies and records the prompts it was given. The agent loop only ever talks to
+//! the trait, so it tests without the C++ build.
+//!
+//! Prompts are text with special tokens written out (`<|eot_id|>`); a backend tokenizes them with
+//! special-token parsing. Generation streams text through a callback in whole characters
+//! ([`PieceDecoder`]), stops on every end-of-generation token the model declares, on caller-given
+//! stop strings and token ids, on a token budget, on a full context or on cancellation, and says
+//! which in [`StopReason`].
+//!
+//! KV-cache prefix reuse: a backend remembers which tokens its cache holds. A new prompt that
+//! starts with those tokens only evaluates what is new ([`Generation::reused_tokens`] tells how
+//! many were reused); [`Backend::truncate_cache`] keeps the first N tokens and drops the rest.
+
+#[cfg(feature = "llama")]
+pub mod llama;
+#[cfg(not(feature = "llama"))]
+#[path = "llama_disabled.rs"]
+pub mod llama;
+mod options;
+mod scripted;
+mod stop;
+mod utf8;
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use options::{EngineOptions, FlashAttention, KvType, MAX_CONTEXT_TOKENS};
+pub use scripted::{ScriptedBackend, ScriptedReply};
+pub use stop::{StopMatcher, StopScan};
+pub use utf8::PieceDecoder;
+
+/// A token id in the model's vocabulary.
+pub type Token = i32;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature; `0.0` means greedy (always the most likely token).
+    pub temperature: f32,
+    /// Nucleus sampling mass (1.0 disables it).
+    pub top_p: f32,
+    /// Keep only the k most likely tokens (0 disables it).
+    pub top_k: i32,
+    /// Seed of the random sampler, for reproducible runs.
+    pub seed: u32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 40,
+            seed: 0x00c0_88a1,
+        }
+    }
+}
+
+impl Sampling {
+    /// Greedy decoding: deterministic for a given model, prompt and build.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this samples greedily.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}
+
+/// Cancels a running generation from any thread (Ctrl-C, a UI, a deadline).
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the generation to stop before its next token.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Clears a previous cancellation so the token can be reused.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateRequest {
+    /// The full prompt, special tokens written out as text.
+    pub prompt: String,
+    /// Upper bound on generated tokens (`None`: until the context is full).
+    pub max_tokens: Option<usize>,
+    /// How to pick tokens.
+    pub sampling: Sampling,
+    /// Stop when the output contains one of these (the stop string is not emitted).
+    pub stop_strings: Vec<String>,
+    /// Stop when one of these token ids is sampled, besides the model's own end-of-generation
+    /// tokens.
+    pub stop_tokens: Vec<Token>,
+    /// Stops generation when cancelled.
+    pub cancel: CancelToken,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced one of its end-of-generation tokens (text of the token, e.g.
+    /// `<|eot_id|>` or `<|eom_id|>`).
+    EndOfGeneration(String),
+    /// A caller-given stop string matched.
+    StopString(String),
+    /// A caller-given stop token was sampled.
+    StopToken(Token),
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+    /// The caller cancelled (token or callback).
+    Cancelled,
+}
+
+/// What a finished generation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// All text emitted through the callback, concatenated.
+    pub text: String,
+    /// Why it stopped.
+    pub stop: StopReason,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens that were already in the KV cache and not evaluated again.
+    pub reused_tokens: usize,
+    /// Tokens generated (sampled), including a final end-of-generation token.
+    pub generated_tokens: usize,
+    /// Seconds spent evaluating the prompt.
+    pub prompt_seconds: f64,
+    /// Seconds spent generating.
+    pub generate_seconds: f64,
+}
+
+/// Static facts about the loaded model and context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Human-readable name (GGUF `general.name`, else the file name).
+    pub name: String,
+    /// Context window of this session in tokens.
+    pub context_tokens: usize,
+    /// Context length the model was trained with.
+    pub trained_context_tokens: usize,
+    /// The chat template embedded in the GGUF file, if any.
+    pub chat_template: Option<String>,
+}
+
+/// Errors from an inference backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The model could not be loaded.
+    #[error("cannot load model {path}: {reason}")]
+    Load {
+        /// The model file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The options do not fit this model or machine.
+    #[error("{0}")]
+    Config(String),
+    /// The prompt does not fit into the context window.
+    #[error("prompt is {prompt} tokens but the context holds {context}: shorten it or raise --ctx")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Context size.
+        context: usize,
+    },
+    /// llama.cpp failed while evaluating.
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// This build has no llama.cpp engine.
+    #[error("this corral was built without the llama.cpp engine: rebuild with `--features llama`")]
+    Unavailable,
+    /// The engine thread is gone (it panicked or was shut down).
+    #[error("the inference engine stopped unexpectedly")]
+    EngineGone,
+}
+
+/// Receives generated text as it is produced; `Break` cancels the generation.
+pub type TextSink<'a> = dyn FnMut(&str) -> ControlFlow<()> + 'a;
+
+/// An inference backend: tokenization, streaming generation and a reusable KV cache.
+pub trait Backend {
+    /// Facts about the loaded model.
+    fn info(&self) -> &ModelInfo;
+
+    /// Token ids of `text`; special tokens written as text are parsed when `special` is true.
+    ///
+    /// # Errors
+    /// When the backend cannot tokenize (e.g. the engine stopped).
+    fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError>;
+
+    /// Generates a continuation of `request.prompt`, streaming text into `sink`.
+    ///
+    /// Reuses the longest prefix of the prompt already in the KV cache.
+    ///
+    /// # Errors
+    /// When the prompt does not fit or evaluation fails.
+    fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        sink: &mut TextSink<'_>,
+    ) -> Result<Generation, EngineError>;
+
+    /// Number of tokens currently held in the KV cache.
+    fn cached_tokens(&self) -> usize;
+
+    /// Keeps the first `keep` tokens of the KV cache and drops the rest.
+    ///
+    /// # Errors
+    /// When the cache cannot be trimmed.
+    fn truncate_cache(&mut self, keep: usize) -> Result<(), EngineError>;
+}
+
+/// Length of the common prefix of two token sequences.
+pub fn common_prefix(a: &[Token], b: &[Token]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Runs `generate` and collects the text, for callers that do not stream.
+///
+/// # Errors
+/// As [`Backend::generate`].
+pub fn generate_to_string(
+    backend: &mut dyn Backend,
+    request: &GenerateRequest,
+) -> Result<Generation, EngineError> {
+    backend.generate(request, &mut |_| ControlFlow::Continue(()))
+}

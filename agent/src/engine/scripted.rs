@@ -1,0 +1,211 @@
+//! A scripted backend: replays canned replies and records every prompt it was given.
+//!
+//! Tests of the agent loop, the REPL and the prompt format use it to be deterministic and fast.
+//! It honours the same contract as the real engine: stop strings, `max_tokens` (one "token" is
+//! one character here), cancellation, and KV-prefix bookkeeping by characters.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+
+use super::{
+    common_prefix, Backend, EngineError, GenerateRequest, Generation, ModelInfo, StopMatcher,
+    StopReason, StopScan, TextSink, Token,
+};
+
+/// One canned reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedReply {
+    /// Text the "model" produces.
+    pub text: String,
+    /// How the reply ends (e.g. `EndOfGeneration("<|eot_id|>")`).
+    pub stop: StopReason,
+}
+
+impl ScriptedReply {
+    /// A reply that ends its turn with `end_token`.
+    pub fn ending_with(text: &str, end_token: &str) -> Self {
+        Self {
+            text: text.to_string(),
+            stop: StopReason::EndOfGeneration(end_token.to_string()),
+        }
+    }
+}
+
+/// Test double for [`Backend`].
+#[derive(Debug)]
+pub struct ScriptedBackend {
+    info: ModelInfo,
+    replies: VecDeque<ScriptedReply>,
+    prompts: Vec<String>,
+    cache: Vec<Token>,
+}
+
+impl ScriptedBackend {
+    /// A backend that will answer with `replies`, in order.
+    pub fn new(replies: impl IntoIterator<Item = ScriptedReply>) -> Self {
+        Self {
+            info: ModelInfo {
+                name: "scripted".into(),
+                context_tokens: 8192,
+                trained_context_tokens: 8192,
+                chat_template: None,
+            },
+            replies: replies.into_iter().collect(),
+            prompts: Vec::new(),
+            cache: Vec::new(),
+        }
+    }
+
+    /// Every prompt received so far, in order.
+    pub fn prompts(&self) -> &[String] {
+        &self.prompts
+    }
+
+    /// Replies not yet used.
+    pub fn remaining(&self) -> usize {
+        self.replies.len()
+    }
+
+    fn char_tokens(text: &str) -> Vec<Token> {
+        text.chars().map(|c| c as Token).collect()
+    }
+}
+
+impl Backend for ScriptedBackend {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&mut self, text: &str, _special: bool) -> Result<Vec<Token>, EngineError> {
+        Ok(Self::char_tokens(text))
+    }
+
+    fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        sink: &mut TextSink<'_>,
+    ) -> Result<Generation, EngineError> {
+        self.prompts.push(request.prompt.clone());
+        let prompt = Self::char_tokens(&request.prompt);
+        let reused = common_prefix(&self.cache, &prompt);
+        let reply = self.replies.pop_front().ok_or_else(|| {
+            EngineError::Inference("scripted backend has no replies left".into())
+        })?;
+        let mut matcher = StopMatcher::new(&request.stop_strings);
+        let mut text = String::new();
+        let mut generated = 0;
+        let mut stop = reply.stop.clone();
+        for ch in reply.text.chars() {
+            if request.cancel.is_cancelled() {
+                stop = StopReason::Cancelled;
+                break;
+            }
+            if request.max_tokens.is_some_and(|max| generated >= max) {
+                stop = StopReason::MaxTokens;
+                break;
+            }
+            generated += 1;
+            let (emit, stopped) = match matcher.push(ch.encode_utf8(&mut [0; 4])) {
+                StopScan::Continue(emit) => (emit, None),
+                StopScan::Stopped { emit, stop } => (emit, Some(stop)),
+            };
+            text.push_str(&emit);
+            if !emit.is_empty() && sink(&emit) == ControlFlow::Break(()) {
+                stop = StopReason::Cancelled;
+                break;
+            }
+            if let Some(s) = stopped {
+                stop = StopReason::StopString(s);
+                break;
+            }
+        }
+        if !matches!(stop, StopReason::StopString(_) | StopReason::Cancelled) {
+            let rest = matcher.finish();
+            if !rest.is_empty() {
+                let _ = sink(&rest);
+                text.push_str(&rest);
+            }
+        }
+        self.cache = prompt.clone();
+        self.cache.extend(Self::char_tokens(&text));
+        Ok(Generation {
+            text,
+            stop,
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            generated_tokens: generated,
+            prompt_seconds: 0.0,
+            generate_seconds: 0.0,
+        })
+    }
+
+    fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn truncate_cache(&mut self, keep: usize) -> Result<(), EngineError> {
+        self.cache.truncate(keep);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::generate_to_string;
+
+    fn request(prompt: &str) -> GenerateRequest {
+        GenerateRequest {
+            prompt: prompt.into(),
+            ..GenerateRequest::default()
+        }
+    }
+
+    #[test]
+    fn replays_replies_and_records_prompts() {
+        let mut backend = ScriptedBackend::new([
+            ScriptedReply::ending_with("first", "<|eot_id|>"),
+            ScriptedReply::ending_with("second", "<|eom_id|>"),
+        ]);
+        let one = generate_to_string(&mut backend, &request("p1")).unwrap();
+        let two = generate_to_string(&mut backend, &request("p1first p2")).unwrap();
+        assert_eq!(one.text, "first");
+        assert_eq!(two.stop, StopReason::EndOfGeneration("<|eom_id|>".into()));
+        assert_eq!(backend.prompts(), ["p1", "p1first p2"]);
+        // The cache held "p1" + "first": the second prompt reuses all of it.
+        assert_eq!(two.reused_tokens, "p1first".len());
+    }
+
+    #[test]
+    fn honours_stop_strings_max_tokens_and_cancellation() {
+        let mut backend = ScriptedBackend::new([
+            ScriptedReply::ending_with("abc STOP def", "<|eot_id|>"),
+            ScriptedReply::ending_with("abcdef", "<|eot_id|>"),
+            ScriptedReply::ending_with("abcdef", "<|eot_id|>"),
+        ]);
+        let mut req = request("x");
+        req.stop_strings = vec!["STOP".into()];
+        let g = generate_to_string(&mut backend, &req).unwrap();
+        assert_eq!((g.text.as_str(), g.stop), ("abc ", StopReason::StopString("STOP".into())));
+
+        let mut req = request("x");
+        req.max_tokens = Some(3);
+        let g = generate_to_string(&mut backend, &req).unwrap();
+        assert_eq!((g.text.as_str(), g.stop), ("abc", StopReason::MaxTokens));
+
+        let mut seen = 0;
+        let g = backend
+            .generate(&request("x"), &mut |_| {
+                seen += 1;
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert_eq!((seen, g.stop), (1, StopReason::Cancelled));
+    }
+
+    #[test]
+    fn running_out_of_replies_is_an_error_not_a_panic() {
+        let mut backend = ScriptedBackend::new([]);
+        assert!(generate_to_string(&mut backend, &request("x")).is_err());
+    }
+}

@@ -1,0 +1,418 @@
+//! A GGUF header reader: enough to refuse bad files with a clear reason before llama.cpp sees
+//! them, and to read the metadata corral needs (name, architecture, training context, chat
+//! template).
+//!
+//! It walks the header, every metadata value and every tensor description, then checks that the
+//! file is long enough to hold the tensor data those descriptions promise, so a download cut
+//! short is caught here instead of deep inside llama.cpp. Lengths read from the file are checked
+//! against the file's size before anything is allocated: a hostile header cannot make it
+//! allocate or loop without bound.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// What was wrong with a file that should be GGUF.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GgufError {
+    /// The file does not exist.
+    #[error("no such file: pass an existing .gguf file to --model, or run `corral model pull`")]
+    Missing,
+    /// It could not be read.
+    #[error("cannot read it: {0}")]
+    Io(#[from] std::io::Error),
+    /// The magic bytes are wrong.
+    #[error("not a GGUF model file (it starts with {0:?}, GGUF files start with \"GGUF\")")]
+    NotGguf(String),
+    /// A GGUF version corral does not read.
+    #[error("GGUF version {0} is not supported (versions 2 and 3 are)")]
+    UnsupportedVersion(u32),
+    /// The file ends before its header says it should.
+    #[error(
+        "the file is truncated: it has {actual} bytes but its header needs {needed}; \
+         download it again"
+    )]
+    Truncated {
+        /// Bytes the header requires.
+        needed: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+    /// The header contradicts itself.
+    #[error("the GGUF header is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What corral reads from a GGUF header.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GgufSummary {
+    /// `general.name`, else the file stem.
+    pub name: String,
+    /// `general.architecture` (e.g. `llama`).
+    pub architecture: String,
+    /// `<arch>.context_length`, the training context.
+    pub context_length: Option<u64>,
+    /// `tokenizer.chat_template`.
+    pub chat_template: Option<String>,
+    /// Number of tensors (0 for a vocab-only file).
+    pub tensor_count: u64,
+    /// File size in bytes.
+    pub file_size: u64,
+}
+
+/// A metadata value, as far as corral cares.
+enum Value {
+    Uint(u64),
+    Text(String),
+    Other,
+}
+
+/// Reads and checks the GGUF file at `path`.
+///
+/// # Errors
+/// Missing, unreadable, not GGUF, unsupported version, corrupt or truncated.
+pub fn inspect(path: &Path) -> Result<GgufSummary, GgufError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(GgufError::Missing),
+        Err(e) => return Err(GgufError::Io(e)),
+    };
+    let file_size = file.metadata()?.len();
+    if file.metadata()?.is_dir() {
+        return Err(GgufError::NotGguf("a directory".into()));
+    }
+    let mut reader = Reader {
+        inner: BufReader::new(file),
+        pos: 0,
+        len: file_size,
+    };
+    let mut magic = [0u8; 4];
+    if file_size < 4 {
+        return Err(GgufError::NotGguf(format!("{file_size} bytes")));
+    }
+    reader.read_exact(&mut magic)?;
+    if &magic != b"GGUF" {
+        return Err(GgufError::NotGguf(String::from_utf8_lossy(&magic).into_owned()));
+    }
+    let version = reader.u32()?;
+    if !(2..=3).contains(&version) {
+        return Err(GgufError::UnsupportedVersion(version));
+    }
+    let tensor_count = reader.u64()?;
+    let kv_count = reader.u64()?;
+    reader.check_count(tensor_count, 8)?;
+    reader.check_count(kv_count, 12)?;
+
+    let mut summary = GgufSummary {
+        tensor_count,
+        file_size,
+        ..GgufSummary::default()
+    };
+    let mut context_lengths = Vec::new();
+    let mut alignment = 32u64;
+    for _ in 0..kv_count {
+        let key = reader.string()?;
+        let value = reader.value()?;
+        match (key.as_str(), value) {
+            ("general.name", Value::Text(v)) => summary.name = v,
+            ("general.architecture", Value::Text(v)) => summary.architecture = v,
+            ("tokenizer.chat_template", Value::Text(v)) => summary.chat_template = Some(v),
+            ("general.alignment", Value::Uint(v)) if v > 0 => alignment = v,
+            (k, Value::Uint(v)) if k.ends_with(".context_length") => {
+                context_lengths.push((k.to_string(), v));
+            }
+            _ => {}
+        }
+    }
+    let arch_key = format!("{}.context_length", summary.architecture);
+    summary.context_length = context_lengths
+        .iter()
+        .find(|(k, _)| *k == arch_key)
+        .map(|(_, v)| *v);
+    if summary.name.is_empty() {
+        summary.name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    }
+
+    let mut data_end = 0u64;
+    for _ in 0..tensor_count {
+        let name = reader.string()?;
+        let dims = reader.u32()?;
+        if dims > 8 {
+            return Err(GgufError::Corrupt(format!("tensor {name} has {dims} dimensions")));
+        }
+        let mut elements = 1u64;
+        for _ in 0..dims {
+            elements = elements.saturating_mul(reader.u64()?);
+        }
+        let kind = reader.u32()?;
+        let offset = reader.u64()?;
+        if let Some(bytes) = tensor_bytes(kind, elements) {
+            data_end = data_end.max(offset.saturating_add(bytes));
+        }
+    }
+    let data_start = reader.pos.div_ceil(alignment) * alignment;
+    let needed = if tensor_count == 0 { reader.pos } else { data_start.saturating_add(data_end) };
+    if needed > file_size {
+        return Err(GgufError::Truncated {
+            needed,
+            actual: file_size,
+        });
+    }
+    Ok(summary)
+}
+
+/// Bytes of a tensor of `elements` elements of ggml type `kind`, for the types whose layout is
+/// known here (others are left to llama.cpp to check).
+fn tensor_bytes(kind: u32, elements: u64) -> Option<u64> {
+    // (ggml type id, elements per block, bytes per block)
+    const LAYOUTS: &[(u32, u64, u64)] = &[
+        (0, 1, 4),      // F32
+        (1, 1, 2),      // F16
+        (2, 32, 18),    // Q4_0
+        (3, 32, 20),    // Q4_1
+        (6, 32, 22),    // Q5_0
+        (7, 32, 24),    // Q5_1
+        (8, 32, 34),    // Q8_0
+        (9, 32, 36),    // Q8_1
+        (10, 256, 84),  // Q2_K
+        (11, 256, 110), // Q3_K
+        (12, 256, 144), // Q4_K
+        (13, 256, 176), // Q5_K
+        (14, 256, 210), // Q6_K
+        (15, 256, 292), // Q8_K
+        (20, 32, 18),   // IQ4_NL
+        (23, 256, 136), // IQ4_XS
+        (24, 1, 1),     // I8
+        (25, 1, 2),     // I16
+        (26, 1, 4),     // I32
+        (27, 1, 8),     // I64
+        (28, 1, 8),     // F64
+        (30, 1, 2),     // BF16
+    ];
+    let &(_, per_block, block_bytes) = LAYOUTS.iter().find(|(id, _, _)| *id == kind)?;
+    Some(elements.div_ceil(per_block).saturating_mul(block_bytes))
+}
+
+/// A byte reader that knows the file length, so declared sizes can be checked first.
+struct Reader {
+    inner: BufReader<File>,
+    pos: u64,
+    len: u64,
+}
+
+impl Reader {
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), GgufError> {
+        let needed = self.pos + buf.len() as u64;
+        if needed > self.len {
+            return Err(GgufError::Truncated {
+                needed,
+                actual: self.len,
+            });
+        }
+        self.inner.read_exact(buf)?;
+        self.pos = needed;
+        Ok(())
+    }
+
+    fn skip(&mut self, bytes: u64) -> Result<(), GgufError> {
+        let needed = self.pos.saturating_add(bytes);
+        if needed > self.len {
+            return Err(GgufError::Truncated {
+                needed,
+                actual: self.len,
+            });
+        }
+        self.inner.seek(SeekFrom::Start(needed))?;
+        self.pos = needed;
+        Ok(())
+    }
+
+    /// Refuses a count of items of at least `min_size` bytes each that cannot fit in the file.
+    fn check_count(&self, count: u64, min_size: u64) -> Result<(), GgufError> {
+        let needed = self.pos.saturating_add(count.saturating_mul(min_size));
+        if needed > self.len {
+            return Err(GgufError::Truncated {
+                needed,
+                actual: self.len,
+            });
+        }
+        Ok(())
+    }
+
+    fn u32(&mut self) -> Result<u32, GgufError> {
+        let mut buf = [0u8; 4];
+        self.read_exact(&mut buf)?;
+        Ok(u32::from_le_bytes(buf))
+    }
+
+    fn u64(&mut self) -> Result<u64, GgufError> {
+        let mut buf = [0u8; 8];
+        self.read_exact(&mut buf)?;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    fn string(&mut self) -> Result<String, GgufError> {
+        let len = self.u64()?;
+        self.check_count(len, 1)?;
+        let mut buf = vec![0u8; len as usize];
+        self.read_exact(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    fn value(&mut self) -> Result<Value, GgufError> {
+        let kind = self.u32()?;
+        self.typed_value(kind)
+    }
+
+    fn typed_value(&mut self, kind: u32) -> Result<Value, GgufError> {
+        Ok(match kind {
+            0 | 1 | 7 => {
+                let mut b = [0u8; 1];
+                self.read_exact(&mut b)?;
+                Value::Uint(u64::from(b[0]))
+            }
+            2 | 3 => {
+                let mut b = [0u8; 2];
+                self.read_exact(&mut b)?;
+                Value::Uint(u64::from(u16::from_le_bytes(b)))
+            }
+            4 | 5 => Value::Uint(u64::from(self.u32()?)),
+            6 => {
+                self.skip(4)?;
+                Value::Other
+            }
+            10 | 11 => Value::Uint(self.u64()?),
+            12 => {
+                self.skip(8)?;
+                Value::Other
+            }
+            8 => Value::Text(self.string()?),
+            9 => {
+                let item = self.u32()?;
+                let count = self.u64()?;
+                self.skip_array(item, count)?;
+                Value::Other
+            }
+            other => return Err(GgufError::Corrupt(format!("unknown metadata type {other}"))),
+        })
+    }
+
+    fn skip_array(&mut self, item: u32, count: u64) -> Result<(), GgufError> {
+        let fixed = match item {
+            0 | 1 | 7 => Some(1),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        if let Some(size) = fixed {
+            return self.skip(count.saturating_mul(size));
+        }
+        match item {
+            8 => {
+                self.check_count(count, 8)?;
+                for _ in 0..count {
+                    let len = self.u64()?;
+                    self.skip(len)?;
+                }
+                Ok(())
+            }
+            9 => Err(GgufError::Corrupt("nested metadata arrays".into())),
+            other => Err(GgufError::Corrupt(format!("unknown array item type {other}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A minimal GGUF v3 file: name + architecture + context length + one F32 tensor of 8
+    /// elements (32 bytes of data).
+    fn tiny_gguf(with_data: bool) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend(1u64.to_le_bytes()); // tensors
+        out.extend(3u64.to_le_bytes()); // kv
+        string(&mut out, "general.architecture");
+        out.extend(8u32.to_le_bytes());
+        string(&mut out, "llama");
+        string(&mut out, "general.name");
+        out.extend(8u32.to_le_bytes());
+        string(&mut out, "Tiny");
+        string(&mut out, "llama.context_length");
+        out.extend(4u32.to_le_bytes());
+        out.extend(2048u32.to_le_bytes());
+        string(&mut out, "w");
+        out.extend(1u32.to_le_bytes());
+        out.extend(8u64.to_le_bytes());
+        out.extend(0u32.to_le_bytes()); // F32
+        out.extend(0u64.to_le_bytes()); // offset
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+        if with_data {
+            out.extend([0u8; 32]);
+        }
+        out
+    }
+
+    fn write(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn reads_metadata_of_a_complete_file() {
+        let file = write(&tiny_gguf(true));
+        let summary = inspect(file.path()).unwrap();
+        assert_eq!(summary.name, "Tiny");
+        assert_eq!(summary.architecture, "llama");
+        assert_eq!(summary.context_length, Some(2048));
+        assert_eq!(summary.tensor_count, 1);
+    }
+
+    #[test]
+    fn missing_tensor_data_is_truncation() {
+        let file = write(&tiny_gguf(false));
+        let err = inspect(file.path()).unwrap_err();
+        assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_cut_of_the_header_is_an_error_not_a_panic() {
+        let bytes = tiny_gguf(true);
+        for cut in 0..bytes.len() {
+            let file = write(&bytes[..cut]);
+            assert!(inspect(file.path()).is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn other_files_are_not_gguf() {
+        let file = write(b"PK\x03\x04 this is a zip");
+        assert!(matches!(inspect(file.path()), Err(GgufError::NotGguf(_))));
+        assert!(matches!(inspect(Path::new("/no/such/model.gguf")), Err(GgufError::Missing)));
+    }
+
+    #[test]
+    fn absurd_lengths_are_refused_before_allocating() {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend(0u64.to_le_bytes());
+        bytes.extend(1u64.to_le_bytes());
+        bytes.extend(u64::MAX.to_le_bytes()); // key length
+        let file = write(&bytes);
+        assert!(matches!(inspect(file.path()), Err(GgufError::Truncated { .. })));
+    }
+}

@@ -1,0 +1,44 @@
+//! The Hermes tool-call constraint: `<tool_call>\n{"name": …, "arguments": …}\n</tool_call>`, the
+//! arguments checked against the tool's JSON Schema.
+
+use crate::constraint::{chosen, json_rule, lark_string, ConstraintError, ToolConstraint, Trigger};
+use crate::types::{ToolChoice, ToolSpec};
+
+pub(super) fn constraint(
+    tools: &[ToolSpec],
+    choice: &ToolChoice,
+) -> Result<Option<ToolConstraint>, ConstraintError> {
+    if *choice == ToolChoice::None {
+        return Ok(None);
+    }
+    let (custom, _) = chosen(tools, &[], choice)?;
+    if custom.is_empty() {
+        return match choice {
+            ToolChoice::Required => Err(ConstraintError::NoTools),
+            _ => Ok(None),
+        };
+    }
+    let mut rules = vec![
+        "%llguidance {}".to_string(),
+        String::new(),
+        "start: tool_call (\"\\n\" tool_call)*".to_string(),
+        format!("tool_call: {} call {}", lark_string("<tool_call>\n"), lark_string("\n</tool_call>")),
+    ];
+    let mut alternatives = Vec::new();
+    for (i, tool) in custom.iter().enumerate() {
+        let head = format!("{{\"name\": \"{}\", \"arguments\": ", tool.name);
+        rules.push(format!("call_{i}: {} args_{i} \"}}\"", lark_string(&head)));
+        rules.push(format!("args_{i}: {}", json_rule(tool)));
+        alternatives.push(format!("call_{i}"));
+    }
+    rules.push(format!("call: {}", alternatives.join(" | ")));
+    let triggers = match choice {
+        ToolChoice::Auto => vec![Trigger::anywhere("<tool_call>")],
+        _ => Vec::new(),
+    };
+    Ok(Some(ToolConstraint {
+        lark: rules.join("\n") + "\n",
+        triggers,
+        choice: choice.clone(),
+    }))
+}

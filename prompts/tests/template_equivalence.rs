@@ -1,0 +1,179 @@
+//! Property test: the `template` style renders byte for byte what the official Llama 3.1 Instruct
+//! chat template renders, run by a Jinja engine configured like Hugging Face `transformers`, over
+//! many generated conversations (custom and builtin tools, tools in the user or system message,
+//! dates, generation prompt, tool calls and results, non-ASCII, stray whitespace).
+//!
+//! The number of cases is `CORRAL_PROPTEST_CASES` (default 3000 per template).
+
+mod common;
+
+use common::gen::{case, Case};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use corral_prompts::jinja::hf_environment;
+use corral_prompts::llama31::{Llama31, Style};
+use corral_prompts::{BuiltinTool, Conversation, Message, ToolCall, ToolOutput};
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{json, Map, Value};
+
+fn cases() -> u32 {
+    std::env::var("CORRAL_PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3000)
+}
+
+/// The template's context, built the way `transformers.apply_chat_template` builds it from
+/// OpenAI-shaped messages (independently of the renderer under test).
+fn context(case: &Case) -> Value {
+    let messages: Vec<Value> = case
+        .conversation
+        .messages
+        .iter()
+        .map(|message| match message {
+            Message::System { content } => json!({"role": "system", "content": content}),
+            Message::User { content } => json!({"role": "user", "content": content}),
+            Message::Assistant { content, tool_calls, .. } if tool_calls.is_empty() => {
+                json!({"role": "assistant", "content": content})
+            }
+            Message::Assistant { tool_calls, .. } => json!({
+                "role": "assistant",
+                "tool_calls": tool_calls.iter().map(|c| json!({
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                })).collect::<Vec<_>>(),
+            }),
+            Message::Tool { content: ToolOutput::Text(text) } => json!({"role": "tool", "content": text}),
+            Message::Tool { content: ToolOutput::Json(value) } => json!({"role": "ipython", "content": value}),
+        })
+        .collect();
+    let mut context = json!({
+        "messages": messages,
+        "bos_token": "<|begin_of_text|>",
+        "add_generation_prompt": case.add_generation_prompt,
+        "tools_in_user_message": case.format.tools_in_user_message,
+    });
+    if let Some(tools) = &case.conversation.tools {
+        context["tools"] = tools
+            .iter()
+            .map(|tool| {
+                let mut function = Map::new();
+                function.insert("name".into(), json!(tool.name));
+                if let Some(description) = &tool.description {
+                    function.insert("description".into(), json!(description));
+                }
+                function.insert("parameters".into(), tool.parameters.clone());
+                json!({"type": "function", "function": function})
+            })
+            .collect();
+    }
+    if let Some(builtins) = &case.conversation.builtin_tools {
+        context["builtin_tools"] = builtins.iter().map(|b| b.name()).collect();
+    }
+    if let Some(date) = &case.format.date {
+        context["date_string"] = json!(date);
+    }
+    context
+}
+
+/// With `CORRAL_DUMP_CASES=FILE`, appends each case as a JSON line (template, context, our text)
+/// so an outside oracle (Python's Jinja2 as `transformers` configures it) can re-check them.
+fn dump(file: &str, context: &Value, ours: Option<&str>) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("CORRAL_DUMP_CASES") {
+        let line = json!({"template": file, "context": context, "ours": ours});
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        writeln!(out, "{line}").unwrap();
+    }
+}
+
+fn check_template(file: &str, builtins_allowed: bool) -> usize {
+    let source = common::fixture_text(file);
+    let mut env = hf_environment();
+    env.add_template_owned("t", source).expect("official template compiles");
+    let template = env.get_template("t").unwrap();
+    let compared = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    runner
+        .run(&case(), |mut case| {
+            if !builtins_allowed {
+                case.conversation.builtin_tools = None;
+                case.conversation.messages.retain(|m| match m {
+                    Message::Assistant { tool_calls, .. } => tool_calls.iter().all(|c| BuiltinTool::from_name(&c.name).is_none()),
+                    _ => true,
+                });
+                if case.format.date.is_none() {
+                    case.format.date = Some("26 Jul 2024".into());
+                }
+            }
+            let ours = case.format.render_text(&case.conversation, case.add_generation_prompt);
+            let reference = template.render(context(&case));
+            dump(file, &context(&case), ours.as_deref().ok());
+            match (ours, reference) {
+                (Ok(ours), Ok(reference)) => common::assert_same(&ours, &reference, file),
+                (ours, reference) => panic!("one side failed: ours {ours:?}, template {reference:?}"),
+            }
+            compared.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let n = compared.into_inner();
+    eprintln!("{file}: {n} generated conversations rendered byte-identically");
+    n
+}
+
+#[test]
+fn llama_3_1_template_matches_byte_for_byte() {
+    assert!(check_template("llama-3.1-instruct.jinja", true) >= cases() as usize);
+}
+
+#[test]
+fn llama_3_3_template_matches_byte_for_byte() {
+    assert!(check_template("llama-3.3-instruct.jinja", true) >= cases() as usize);
+}
+
+/// Llama 3.2's template drops builtin tools and reads the date from `strftime_now`; without
+/// builtin tools and with an explicit date it renders the same text as 3.1.
+#[test]
+fn llama_3_2_template_matches_without_builtin_tools() {
+    assert!(check_template("llama-3.2-instruct.jinja", false) >= cases() as usize);
+}
+
+#[test]
+fn both_refuse_tools_without_a_user_message() {
+    let source = common::fixture_text("llama-3.1-instruct.jinja");
+    let mut env = hf_environment();
+    env.add_template_owned("t", source).unwrap();
+    let case = Case {
+        conversation: Conversation::new(vec![Message::system("x")]).with_tools(vec![]),
+        format: Llama31::new(Style::Template),
+        add_generation_prompt: true,
+    };
+    assert!(env.get_template("t").unwrap().render(context(&case)).is_err());
+    assert!(case.format.render_text(&case.conversation, true).is_err());
+}
+
+/// The template refuses several calls in one turn; corral renders each as the template renders
+/// one, separated by newlines, ending like a single call.
+#[test]
+fn template_refuses_parallel_calls_and_corral_renders_them() {
+    let source = common::fixture_text("llama-3.1-instruct.jinja");
+    let mut env = hf_environment();
+    env.add_template_owned("t", source).unwrap();
+    let calls = vec![
+        ToolCall::new("a", json!({"x": 1})),
+        ToolCall::new("b", json!({})),
+    ];
+    let case = Case {
+        conversation: Conversation::new(vec![Message::user("go"), Message::tool_calls(calls)]),
+        format: Llama31::new(Style::Template).with_date(None),
+        add_generation_prompt: false,
+    };
+    let error = env.get_template("t").unwrap().render(context(&case)).unwrap_err();
+    assert!(error.to_string().contains("single tool-calls"), "{error}");
+    let ours = case.format.render_text(&case.conversation, false).unwrap();
+    assert!(ours.ends_with(
+        "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"a\", \"parameters\": {\"x\": 1}}\n{\"name\": \"b\", \"parameters\": {}}<|eot_id|>"
+    ), "{ours}");
+}

@@ -1,0 +1,336 @@
+//! A loaded [`Plugin`]: list its tools, call one in a fresh `Store` under limits and grants.
+
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use crate::error::{CallError, Error, ErrorKind, RuntimeError, RuntimeErrorKind};
+use crate::grants::{Effective, Mode};
+use crate::host::exports::corral::tool::tool::Content as WitContent;
+use crate::host::{HostState, MemoryLimiter, PluginPre};
+use crate::limits::Limits;
+use crate::output::{truncate_with_marker, CappedPipe};
+use crate::runtime::{Sandbox, EPOCH_TICK};
+
+/// One tool as the plugin describes it (MCP `Tool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolSpec {
+    /// Name the model calls it by.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of the arguments, as JSON text (checked by the caller).
+    pub input_schema: String,
+}
+
+/// One piece of a result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    /// Text.
+    Text(String),
+    /// A JSON document.
+    Json(serde_json::Value),
+}
+
+/// A successful call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutput {
+    /// The result, capped at [`Limits::result_bytes`] in total.
+    pub content: Vec<Content>,
+    /// Whether the result was truncated.
+    pub truncated: bool,
+    /// What the guest wrote to stdout (capped); for logs, not the model.
+    pub stdout: String,
+    /// What the guest wrote to stderr and through `host.log` (capped).
+    pub stderr: String,
+}
+
+/// What a call runs with.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// Limits, already clamped.
+    pub limits: Limits,
+    /// Rights, already intersected.
+    pub rights: Effective,
+}
+
+/// A component compiled and pre-linked for fast instantiation. Cheap to clone; calls may run
+/// concurrently from many threads, each in its own `Store`.
+#[derive(Clone)]
+pub struct Plugin {
+    sandbox: Sandbox,
+    pre: PluginPre<HostState>,
+    sha256: String,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub(crate) fn new(sandbox: Sandbox, pre: PluginPre<HostState>, sha256: String) -> Self {
+        Plugin {
+            sandbox,
+            pre,
+            sha256,
+        }
+    }
+
+    /// SHA-256 of the component's bytes, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Asks the plugin for its tools, with default limits and no rights.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Inspect`] when the guest traps or hits a limit.
+    pub fn list_tools(&self) -> Result<Vec<ToolSpec>, Error> {
+        let ctx = CallContext::default();
+        let specs = self
+            .sandbox
+            .inner
+            .runtime
+            .block_on(self.run(&ctx, |bindings, store| {
+                Box::pin(async move { bindings.corral_tool_tool().call_list_tools(store).await })
+            }))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Inspect,
+                    format!("listing the plugin's tools failed: {e}"),
+                )
+            })?;
+        Ok(specs
+            .0
+            .into_iter()
+            .map(|s| ToolSpec {
+                name: s.name,
+                description: s.description,
+                input_schema: s.input_schema,
+            })
+            .collect())
+    }
+
+    /// Calls tool `name` with `arguments` (JSON text, already validated), blocking this thread.
+    /// Do not call from inside an async runtime; use [`Plugin::call_async`] there.
+    ///
+    /// # Errors
+    /// [`CallError::Tool`] for the plugin's own error, [`CallError::Runtime`] when a limit was hit
+    /// or the guest trapped. Neither affects later calls.
+    pub fn call(
+        &self,
+        name: &str,
+        arguments: &str,
+        ctx: &CallContext,
+    ) -> Result<CallOutput, CallError> {
+        self.sandbox
+            .inner
+            .runtime
+            .block_on(self.call_async(name, arguments, ctx))
+    }
+
+    /// Async form of [`Plugin::call`]; runs on any tokio runtime with timers enabled.
+    ///
+    /// # Errors
+    /// As for [`Plugin::call`].
+    pub async fn call_async(
+        &self,
+        name: &str,
+        arguments: &str,
+        ctx: &CallContext,
+    ) -> Result<CallOutput, CallError> {
+        let (name, arguments) = (name.to_owned(), arguments.to_owned());
+        let (result, stdout, stderr) = self
+            .run(ctx, move |bindings, store| {
+                Box::pin(async move {
+                    bindings
+                        .corral_tool_tool()
+                        .call_call(store, &name, &arguments)
+                        .await
+                })
+            })
+            .await
+            .map_err(CallError::Runtime)?;
+        let content = result.map_err(|msg| {
+            let cap = usize::try_from(ctx.limits.result_bytes).unwrap_or(usize::MAX);
+            CallError::Tool(truncate_with_marker(&msg, cap).0)
+        })?;
+        let (content, truncated) = cap_content(content, ctx.limits.result_bytes)?;
+        Ok(CallOutput {
+            content,
+            truncated,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs `f` against a fresh instance under `ctx`, returning its value and the captured
+    /// stdout and stderr.
+    async fn run<R: Send>(
+        &self,
+        ctx: &CallContext,
+        f: impl for<'a> FnOnce(
+            &'a crate::host::Plugin,
+            &'a mut Store<HostState>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+    ) -> Result<(R, String, String), RuntimeError> {
+        let inner = &self.sandbox.inner;
+        let _slot = inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| rt(RuntimeErrorKind::Instantiate, "sandbox closed"))?;
+        let limits = ctx.limits;
+        let stdout = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
+        let stderr = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
+        let wasi = build_wasi(&ctx.rights, &stdout, &stderr)?;
+        let memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        let state = HostState {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            limiter: MemoryLimiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory)
+                    .instances(64)
+                    .tables(64)
+                    .memories(8)
+                    .build(),
+                refused: false,
+            },
+            log: stderr.clone(),
+        };
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = limits
+            .deadline
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let work = async {
+            let bindings = self.pre.instantiate_async(&mut store).await?;
+            f(&bindings, &mut store).await
+        };
+        // The epoch deadline stops wasm that computes; the timer also stops a guest blocked in a
+        // host call (sleeping, waiting on a stream). A little slack lets the trap win the race.
+        let outcome = tokio::time::timeout(limits.deadline + EPOCH_TICK * 4, work).await;
+        let refused_memory = store.data().limiter.refused;
+        drop(store);
+        match outcome {
+            Err(_elapsed) => Err(rt(
+                RuntimeErrorKind::Deadline,
+                format!("deadline {:?}", limits.deadline),
+            )),
+            Ok(Ok(value)) => Ok((value, stdout.text(), stderr.text())),
+            Ok(Err(err)) => Err(classify(&err, refused_memory, &stderr.text())),
+        }
+    }
+}
+
+fn rt(kind: RuntimeErrorKind, message: impl Into<String>) -> RuntimeError {
+    RuntimeError {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn classify(err: &wasmtime::Error, refused_memory: bool, stderr: &str) -> RuntimeError {
+    let tail: String = {
+        let t = stderr.trim_end();
+        let start = t.char_indices().rev().nth(499).map_or(0, |(i, _)| i);
+        t[start..].to_owned()
+    };
+    let detail = if tail.is_empty() {
+        format!("{err:#}")
+    } else {
+        format!("{err:#}; stderr: {tail}")
+    };
+    let kind = match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RuntimeErrorKind::Deadline,
+        Some(Trap::StackOverflow) => RuntimeErrorKind::StackOverflow,
+        _ if refused_memory => RuntimeErrorKind::Memory,
+        Some(_) => RuntimeErrorKind::Trap,
+        None => RuntimeErrorKind::Trap,
+    };
+    rt(kind, detail)
+}
+
+fn build_wasi(
+    rights: &Effective,
+    stdout: &CappedPipe,
+    stderr: &CappedPipe,
+) -> Result<WasiCtx, RuntimeError> {
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(stdout.clone()).stderr(stderr.clone());
+    for (k, v) in &rights.env {
+        b.env(k, v);
+    }
+    for dir in &rights.dirs {
+        let perms = match dir.mode {
+            Mode::Ro => FsPerms::ReadOnly,
+            Mode::Rw => FsPerms::ReadWrite,
+        };
+        b.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
+            rt(
+                RuntimeErrorKind::Instantiate,
+                format!("cannot open granted folder {}: {e:#}", dir.host.display()),
+            )
+        })?;
+    }
+    if !rights.network.is_empty() {
+        let allowed = rights.network.clone();
+        b.allow_tcp(true);
+        b.socket_addr_check(move |addr, usage| {
+            // Connecting binds implicitly to the wildcard address first; allow only that bind.
+            let ok = match usage {
+                SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
+            Box::pin(async move { ok })
+        });
+    }
+    Ok(b.build())
+}
+
+/// Converts the guest's content, checking JSON and capping the total size.
+fn cap_content(content: Vec<WitContent>, cap: u64) -> Result<(Vec<Content>, bool), CallError> {
+    let mut left = usize::try_from(cap).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(content.len());
+    let mut truncated = false;
+    for piece in content {
+        if truncated {
+            break;
+        }
+        let (text, is_json) = match piece {
+            WitContent::Text(t) => (t, false),
+            WitContent::Json(j) => (j, true),
+        };
+        if text.len() > left {
+            out.push(Content::Text(truncate_with_marker(&text, left).0));
+            truncated = true;
+            continue;
+        }
+        left -= text.len();
+        if is_json {
+            let value = serde_json::from_str(&text).map_err(|e| {
+                CallError::Runtime(rt(
+                    RuntimeErrorKind::InvalidResult,
+                    format!("json content is not valid JSON: {e}"),
+                ))
+            })?;
+            out.push(Content::Json(value));
+        } else {
+            out.push(Content::Text(text));
+        }
+    }
+    Ok((out, truncated))
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary for corral, a module per area.
+
+mod chat;
+mod cli_errors;
+mod engine;
+mod model_pull;
+mod prompt_cli;
+mod tools_cli;

@@ -1,0 +1,78 @@
+//! Shared by the tools integration tests: build a guest crate, lay out a plugin folder.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+/// Guest target dir shared with `scripts/build-plugins.sh`.
+pub fn guest_target_dir() -> PathBuf {
+    std::env::var_os("CORRAL_GUEST_TARGET_DIR").map_or_else(
+        || PathBuf::from("/var/tmp/corral-guest-target"),
+        PathBuf::from,
+    )
+}
+
+/// Builds the guest crate at `crate_dir` for wasm32-wasip2 and returns its component.
+///
+/// # Panics
+/// When the build fails, with cargo's output.
+pub fn build_guest(crate_dir: &Path, artifact: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let target = guest_target_dir();
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        // No host rustflags (such as target-cpu=native) for the wasm target.
+        .env("CARGO_ENCODED_RUSTFLAGS", "")
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building guest {} failed (is `rustup target add wasm32-wasip2` done?):\n{}",
+        crate_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("wasm32-wasip2/release").join(artifact)
+}
+
+/// The adversary test guest, built once per test binary.
+pub fn adversary_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        build_guest(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/adversary"),
+            "adversary.wasm",
+        )
+    })
+}
+
+/// Writes a plugin folder `dir` holding `wasm` as `<id>.wasm` and a manifest with the right
+/// hash (unless `sha256` overrides it) plus `extra` TOML appended.
+pub fn plugin_folder(
+    dir: &Path,
+    id: &str,
+    wasm: &[u8],
+    sha256: Option<&str>,
+    extra: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let sum = sha256.map_or_else(|| hex::encode(Sha256::digest(wasm)), str::to_owned);
+    std::fs::write(dir.join(format!("{id}.wasm")), wasm).unwrap();
+    let manifest = format!(
+        "id = \"{id}\"\nversion = \"0.1.0\"\napi = \"0.1.0\"\ncomponent = \"{id}.wasm\"\nsha256 = \"{sum}\"\n{extra}"
+    );
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    dir.to_owned()
+}
