@@ -26,16 +26,26 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn llama_bench(bin: &str, model: &str, threads: u32) -> (f64, f64) {
     let output = Command::new(bin)
         .args(["-m", model, "-t", &threads.to_string()])
-        .args(["-p", &PROMPT_TOKENS.to_string(), "-n", &GEN_TOKENS.to_string()])
+        .args([
+            "-p",
+            &PROMPT_TOKENS.to_string(),
+            "-n",
+            &GEN_TOKENS.to_string(),
+        ])
         .args(["-r", &REPS.to_string(), "-o", "json"])
         .output()
         .expect("run llama-bench");
-    assert!(output.status.success(), "llama-bench failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "llama-bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("llama-bench JSON");
     let rate = |prompt: u64, gen: u64| {
         rows.as_array()
             .and_then(|rows| {
-                rows.iter().find(|r| r["n_prompt"] == prompt && r["n_gen"] == gen)
+                rows.iter()
+                    .find(|r| r["n_prompt"] == prompt && r["n_gen"] == gen)
             })
             .and_then(|r| r["avg_ts"].as_f64())
             .expect("llama-bench row")
@@ -63,8 +73,15 @@ fn main() {
         return;
     };
     let model = PathBuf::from(std::env::var("BENCH_MODEL").expect("BENCH_MODEL"));
-    let threads: u32 = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
-    let options = EngineOptions { context_tokens: Some(2048), threads, ..EngineOptions::default() };
+    let threads: u32 = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let options = EngineOptions {
+        context_tokens: Some(2048),
+        threads,
+        ..EngineOptions::default()
+    };
     let mut backend = engine::llama::load(&model, &options).expect("load model");
 
     let prompt = prompt_of_128_tokens(backend.as_mut());
@@ -73,28 +90,58 @@ fn main() {
     let mut tg = Vec::new();
     for _ in 0..=REPS {
         backend.truncate_cache(0).unwrap();
-        let g = generate_to_string(backend.as_mut(), &GenerateRequest {
-            prompt: prompt.clone(),
-            max_tokens: Some(1),
-            sampling: Sampling::greedy(),
-            ..GenerateRequest::default()
-        }).unwrap();
+        let g = generate_to_string(
+            backend.as_mut(),
+            &GenerateRequest {
+                prompt: prompt.clone(),
+                max_tokens: Some(1),
+                sampling: Sampling::greedy(),
+                ..GenerateRequest::default()
+            },
+        )
+        .unwrap();
         pp.push(g.prompt_tokens as f64 / g.prompt_seconds);
         backend.truncate_cache(0).unwrap();
-        let g = generate_to_string(backend.as_mut(), &GenerateRequest {
-            prompt: "Once upon a time".into(),
-            max_tokens: Some(GEN_TOKENS),
-            sampling: Sampling::greedy(),
-            ..GenerateRequest::default()
-        }).unwrap();
-        assert_eq!(g.generated_tokens, GEN_TOKENS, "generation ended early: {:?}", g.stop);
+        let g = generate_to_string(
+            backend.as_mut(),
+            &GenerateRequest {
+                prompt: "Once upon a time".into(),
+                max_tokens: Some(GEN_TOKENS),
+                sampling: Sampling::greedy(),
+                ..GenerateRequest::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            g.generated_tokens, GEN_TOKENS,
+            "generation ended early: {:?}",
+            g.stop
+        );
         tg.push(g.generated_tokens as f64 / g.generate_seconds);
     }
     // The first repetition warms caches, as llama-bench's warm-up run does.
     let (corral_pp, corral_tg) = (median(pp[1..].to_vec()), median(tg[1..].to_vec()));
     let (ref_pp, ref_tg) = llama_bench(&bench_bin, model.to_str().unwrap(), threads);
-    println!("model: {}  threads: {threads}  prompt: {prompt_tokens} tokens  reps: {REPS}", model.display());
-    println!("{:<8} {:>14} {:>14} {:>8}", "test", "corral t/s", "llama-bench", "ratio");
-    println!("{:<8} {:>14.1} {:>14.1} {:>8.3}", format!("pp{PROMPT_TOKENS}"), corral_pp, ref_pp, corral_pp / ref_pp);
-    println!("{:<8} {:>14.1} {:>14.1} {:>8.3}", format!("tg{GEN_TOKENS}"), corral_tg, ref_tg, corral_tg / ref_tg);
+    println!(
+        "model: {}  threads: {threads}  prompt: {prompt_tokens} tokens  reps: {REPS}",
+        model.display()
+    );
+    println!(
+        "{:<8} {:>14} {:>14} {:>8}",
+        "test", "corral t/s", "llama-bench", "ratio"
+    );
+    println!(
+        "{:<8} {:>14.1} {:>14.1} {:>8.3}",
+        format!("pp{PROMPT_TOKENS}"),
+        corral_pp,
+        ref_pp,
+        corral_pp / ref_pp
+    );
+    println!(
+        "{:<8} {:>14.1} {:>14.1} {:>8.3}",
+        format!("tg{GEN_TOKENS}"),
+        corral_tg,
+        ref_tg,
+        corral_tg / ref_tg
+    );
 }

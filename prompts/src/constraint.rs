@@ -107,7 +107,10 @@ pub(crate) fn json_rule(tool: &ToolSpec) -> String {
         Value::Object(map) if !map.is_empty() => tool.parameters.clone(),
         _ => serde_json::json!({"type": "object"}),
     };
-    format!("%json {}", serde_json::to_string(&schema).expect("values serialise"))
+    format!(
+        "%json {}",
+        serde_json::to_string(&schema).expect("values serialise")
+    )
 }
 
 /// The tools (custom, by index) that `choice` allows; errors for unknown names.

@@ -76,8 +76,14 @@ mod tests {
         // 2024-07-26 is day 19930.
         assert_eq!(Date::from_days_since_epoch(19_930).short(), "26 Jul 2024");
         // 2024-09-21 is day 19987; 2000-02-29 is day 11016.
-        assert_eq!(Date::from_days_since_epoch(19_987).long(), "21 September 2024");
-        assert_eq!(Date::from_days_since_epoch(11_016).long(), "29 February 2000");
+        assert_eq!(
+            Date::from_days_since_epoch(19_987).long(),
+            "21 September 2024"
+        );
+        assert_eq!(
+            Date::from_days_since_epoch(11_016).long(),
+            "29 February 2000"
+        );
         assert_eq!(Date::from_days_since_epoch(19_727).short(), "05 Jan 2024");
     }
 }

@@ -30,7 +30,11 @@ impl ChatTemplate {
     ///
     /// # Errors
     /// [`RenderError::Template`] when it does not compile.
-    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate, RenderError> {
+    pub fn new(
+        source: &str,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<ChatTemplate, RenderError> {
         let mut env = hf_environment();
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| RenderError::Template(e.to_string()))?;
@@ -69,10 +73,15 @@ pub fn hf_environment() -> Environment<'static> {
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("tojson", tojson);
-    env.add_function("raise_exception", |message: String| -> Result<JinjaValue, Error> {
-        Err(Error::new(ErrorKind::InvalidOperation, message))
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<JinjaValue, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, message))
+        },
+    );
+    env.add_function("strftime_now", |format: String| {
+        strftime(&format, Date::today())
     });
-    env.add_function("strftime_now", |format: String| strftime(&format, Date::today()));
     env
 }
 

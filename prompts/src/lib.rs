@@ -86,3 +86,15 @@ pub fn detect(chat_template: &str) -> Option<FormatKind> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_chatml_and_rejects_unknown_templates() {
+        let chatml = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}";
+        assert_eq!(detect(chatml), Some(FormatKind::ChatMl));
+        assert_eq!(detect("{{ messages }}"), None);
+    }
+}

@@ -330,7 +330,10 @@ impl Reader<'_> {
         if rest.len() < len && rest.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(LiteralError::Incomplete);
         }
-        match rest.get(..len).and_then(|h| u32::from_str_radix(h, 16).ok()) {
+        match rest
+            .get(..len)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+        {
             Some(code) if rest[..len].chars().all(|c| c.is_ascii_hexdigit()) => {
                 self.pos += len;
                 Ok(code)
@@ -433,20 +436,48 @@ mod tests {
 
     #[test]
     fn reads_json_and_python_literals() {
-        assert_eq!(value(r#"{"a": [1, -2.5, true, null]} "#), json!({"a": [1, -2.5, true, null]}));
-        assert_eq!(value("{'a': True, 'b': None,} "), json!({"a": true, "b": null}));
+        assert_eq!(
+            value(r#"{"a": [1, -2.5, true, null]} "#),
+            json!({"a": [1, -2.5, true, null]})
+        );
+        assert_eq!(
+            value("{'a': True, 'b': None,} "),
+            json!({"a": true, "b": null})
+        );
         assert_eq!(value("(1, 'x') "), json!([1, "x"]));
-        assert_eq!(value(r#""caf\u00e9 \ud83d\ude00 \"q\"" "#), json!("café 😀 \"q\""));
+        assert_eq!(
+            value(r#""caf\u00e9 \ud83d\ude00 \"q\"" "#),
+            json!("café 😀 \"q\"")
+        );
         assert_eq!(value("{key: 'v'} "), json!({"key": "v"}));
         assert_eq!(value("\"日本語\" "), json!("日本語"));
     }
 
     #[test]
     fn incomplete_versus_invalid() {
-        for partial in ["{\"a\": [1, 2", "{\"a\"", "\"abc", "tr", "True", "{\"x\": 12", "\"\\u00"] {
-            assert_eq!(parse_value(partial, 0), Err(LiteralError::Incomplete), "{partial}");
+        for partial in [
+            "{\"a\": [1, 2",
+            "{\"a\"",
+            "\"abc",
+            "tr",
+            "True",
+            "{\"x\": 12",
+            "\"\\u00",
+        ] {
+            assert_eq!(
+                parse_value(partial, 0),
+                Err(LiteralError::Incomplete),
+                "{partial}"
+            );
         }
-        for bad in ["{\"a\" 1}", "{1: 2}", "[1 2]", "hello ", "True1 ", "{\"a\": nope}"] {
+        for bad in [
+            "{\"a\" 1}",
+            "{1: 2}",
+            "[1 2]",
+            "hello ",
+            "True1 ",
+            "{\"a\": nope}",
+        ] {
             assert!(
                 matches!(parse_value(bad, 0), Err(LiteralError::Invalid { .. })),
                 "{bad}"
@@ -457,7 +488,10 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
         let deep = "[".repeat(100_000);
-        assert!(matches!(parse_value(&deep, 0), Err(LiteralError::Invalid { .. })));
+        assert!(matches!(
+            parse_value(&deep, 0),
+            Err(LiteralError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -470,6 +504,9 @@ mod tests {
         assert_eq!(call.positional, vec![json!(1), json!("a")]);
         assert_eq!(Value::Object(call.keywords), json!({"k": [1, {"x": 2}]}));
         assert_eq!(parse_call("get_x(a=1", 0), Err(LiteralError::Incomplete));
-        assert!(matches!(parse_call("get_x(a=1 b)", 0), Err(LiteralError::Invalid { .. })));
+        assert!(matches!(
+            parse_call("get_x(a=1 b)", 0),
+            Err(LiteralError::Invalid { .. })
+        ));
     }
 }

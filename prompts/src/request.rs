@@ -55,14 +55,20 @@ impl RenderRequest {
             None => Style::Template,
             Some(Value::String(s)) if s == "template" => Style::Template,
             Some(Value::String(s)) if s == "meta" => Style::Meta,
-            Some(other) => return fail(format!("`style` must be \"template\" or \"meta\", not {other}")),
+            Some(other) => {
+                return fail(format!(
+                    "`style` must be \"template\" or \"meta\", not {other}"
+                ))
+            }
         };
         let tool_prompt = match object.get("tool_prompt") {
             None => ToolPrompt::Json,
             Some(Value::String(s)) if s == "json" => ToolPrompt::Json,
             Some(Value::String(s)) if s == "function_tag" => ToolPrompt::FunctionTag,
             Some(other) => {
-                return fail(format!("`tool_prompt` must be \"json\" or \"function_tag\", not {other}"))
+                return fail(format!(
+                    "`tool_prompt` must be \"json\" or \"function_tag\", not {other}"
+                ))
             }
         };
         let date = match object.get("date") {
@@ -88,12 +94,9 @@ impl RenderRequest {
         };
         let builtin_tools = match object.get("builtin_tools") {
             None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(builtin)
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
+            Some(Value::Array(items)) => {
+                Some(items.iter().map(builtin).collect::<Result<Vec<_>, _>>()?)
+            }
             Some(_) => return fail("`builtin_tools` must be an array of names"),
         };
         Ok(RenderRequest {
@@ -183,7 +186,10 @@ fn message(index: usize, value: &Value) -> Result<Message, RequestError> {
     let Value::Object(object) = value else {
         return fail(format!("messages[{index}] must be an object"));
     };
-    let role_name = object.get("role").and_then(Value::as_str).unwrap_or_default();
+    let role_name = object
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let Some(role) = Role::parse(role_name) else {
         return fail(format!(
             "messages[{index}]: unknown role {} (expected system, user, assistant, tool or ipython)",
@@ -233,10 +239,14 @@ fn text(index: usize, content: &Value) -> Result<String, RequestError> {
             .iter()
             .map(|part| match part.get("text") {
                 Some(Value::String(text)) => Ok(text.as_str()),
-                _ => fail(format!("messages[{index}].content parts must be {{\"type\": \"text\", \"text\": …}}")),
+                _ => fail(format!(
+                    "messages[{index}].content parts must be {{\"type\": \"text\", \"text\": …}}"
+                )),
             })
             .collect(),
-        other => fail(format!("messages[{index}].content must be text, not {other}")),
+        other => fail(format!(
+            "messages[{index}].content must be text, not {other}"
+        )),
     }
 }
 
@@ -246,7 +256,9 @@ fn tool_call(index: usize, j: usize, value: &Value) -> Result<ToolCall, RequestE
         _ => value,
     };
     let Some(Value::String(name)) = function.get("name") else {
-        return fail(format!("messages[{index}].tool_calls[{j}] names no function"));
+        return fail(format!(
+            "messages[{index}].tool_calls[{j}] names no function"
+        ));
     };
     let arguments = match function.get("arguments").or_else(|| function.get("parameters")) {
         None | Some(Value::Null) => Value::Object(Map::new()),
@@ -283,10 +295,19 @@ mod tests {
                "date": null, "style": "meta", "add_generation_prompt": false}"#,
         )
         .unwrap();
-        assert_eq!(request.conversation.messages[1], Message::tool_calls(vec![ToolCall::new("f", json!({"a": 1}))]));
-        assert_eq!(request.conversation.messages[2], Message::tool_json(json!({"ok": true})));
+        assert_eq!(
+            request.conversation.messages[1],
+            Message::tool_calls(vec![ToolCall::new("f", json!({"a": 1}))])
+        );
+        assert_eq!(
+            request.conversation.messages[2],
+            Message::tool_json(json!({"ok": true}))
+        );
         assert_eq!(request.conversation.messages[3], Message::tool_text("done"));
-        assert_eq!((request.format.style, request.format.date.clone()), (Style::Meta, None));
+        assert_eq!(
+            (request.format.style, request.format.date.clone()),
+            (Style::Meta, None)
+        );
         assert!(!request.add_generation_prompt);
     }
 
@@ -294,9 +315,18 @@ mod tests {
     fn clear_errors() {
         for (input, needle) in [
             ("{", "not valid JSON"),
-            (r#"{"messages": [{"role": "robot", "content": "x"}]}"#, "unknown role \"robot\""),
-            (r#"{"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": {}}}]}]}"#, "names no function"),
-            (r#"{"messages": [], "builtin_tools": ["search"]}"#, "unknown builtin tool"),
+            (
+                r#"{"messages": [{"role": "robot", "content": "x"}]}"#,
+                "unknown role \"robot\"",
+            ),
+            (
+                r#"{"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": {}}}]}]}"#,
+                "names no function",
+            ),
+            (
+                r#"{"messages": [], "builtin_tools": ["search"]}"#,
+                "unknown builtin tool",
+            ),
         ] {
             let error = RenderRequest::from_json(input).unwrap_err();
             assert!(error.0.contains(needle), "{input}: {error}");

@@ -42,7 +42,9 @@ const TOOL_CALL_CLOSE: &str = "</tool_call>";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Text,
-    PythonBlock { start: usize },
+    PythonBlock {
+        start: usize,
+    },
     /// After a malformed call: discard until the turn ends.
     Skip,
     Done,
@@ -96,28 +98,27 @@ impl Scanner {
                     self.pos = self.buf.len();
                     return events;
                 }
-                Mode::Skip => {
-                    match self.find_stop(self.pos) {
-                        Some((at, len, kind)) => {
-                            events.push(ParseEvent::Stop(kind));
-                            self.pos = at + len;
-                            self.mode = Mode::Done;
-                        }
-                        None => {
-                            // Keep a tail that may be the start of a stop token.
-                            self.pos = self.buf.len().saturating_sub(32);
-                            while !self.buf.is_char_boundary(self.pos) {
-                                self.pos -= 1;
-                            }
-                            return events;
-                        }
+                Mode::Skip => match self.find_stop(self.pos) {
+                    Some((at, len, kind)) => {
+                        events.push(ParseEvent::Stop(kind));
+                        self.pos = at + len;
+                        self.mode = Mode::Done;
                     }
-                }
+                    None => {
+                        self.pos = self.tail_start().max(self.pos);
+                        return events;
+                    }
+                },
                 Mode::PythonBlock { start } => {
-                    let (end, stop) = match self.find_stop(start) {
+                    // `pos` marks how far the body was searched for a stop token (less a tail
+                    // that may hold a partial one), so long code is not searched again and again.
+                    let (end, stop) = match self.find_stop(self.pos.max(start)) {
                         Some((at, len, kind)) => (at, Some((len, kind))),
                         None if last => (self.buf.len(), None),
-                        None => return events,
+                        None => {
+                            self.pos = self.tail_start().max(start);
+                            return events;
+                        }
                     };
                     let block = self.buf[start..end].to_string();
                     events.extend(python_block(&block, &self.tools));
@@ -215,13 +216,26 @@ impl Scanner {
             return;
         }
         let mut out = std::mem::take(&mut self.held_ws);
-        out.push_str(if self.after_text { body } else { body.trim_start() });
+        out.push_str(if self.after_text {
+            body
+        } else {
+            body.trim_start()
+        });
         self.held_ws = trailing.to_string();
         self.after_text = true;
         self.after_call = false;
         if !out.is_empty() {
             events.push(ParseEvent::Text(out));
         }
+    }
+
+    /// Where a stop token that has only partly arrived could start.
+    fn tail_start(&self) -> usize {
+        let mut at = self.buf.len().saturating_sub(32);
+        while !self.buf.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
     }
 
     fn find_stop(&self, from: usize) -> Option<(usize, usize, StopKind)> {
@@ -257,7 +271,13 @@ impl Scanner {
                 };
             }
         }
-        if !last && self.dialect.specials.iter().any(|(text, _)| text.starts_with(rest)) {
+        if !last
+            && self
+                .dialect
+                .specials
+                .iter()
+                .any(|(text, _)| text.starts_with(rest))
+        {
             return Attempt::Wait;
         }
         Attempt::Text(self.pos + 1)
@@ -310,7 +330,7 @@ impl Scanner {
     }
 
     fn tool_call_tag(&self, after: usize, last: bool) -> Attempt {
-            match literal::parse_value(&self.buf, after) {
+        match literal::parse_value(&self.buf, after) {
             Err(LiteralError::Incomplete) if !last => Attempt::Wait,
             Err(error) => Attempt::Malformed(malformed_at(&error, &self.buf, self.pos)),
             Ok((value, end)) => {
@@ -638,7 +658,11 @@ pub(crate) fn call_from_object(value: &Value) -> Option<Result<ToolCall, ParseEr
 }
 
 fn looks_like_call_object(text: &str) -> bool {
-    let head: String = text.chars().take(40).filter(|c| !c.is_whitespace()).collect();
+    let head: String = text
+        .chars()
+        .take(40)
+        .filter(|c| !c.is_whitespace())
+        .collect();
     ["{\"name\"", "{'name'", "{\"type\"", "{\"function\""]
         .iter()
         .any(|start| head.starts_with(start))
@@ -648,9 +672,8 @@ fn looks_like_call(text: &str, tools: &ToolSet) -> bool {
     if text.starts_with('{') || text.starts_with('[') || text.starts_with("<function=") {
         return true;
     }
-    literal::parse_dotted_name(text, 0).is_some_and(|(name, _)| {
-        name.ends_with(".call") || tools.knows_exactly(&name)
-    })
+    literal::parse_dotted_name(text, 0)
+        .is_some_and(|(name, _)| name.ends_with(".call") || tools.knows_exactly(&name))
 }
 
 fn unknown(name: &str, text: &str) -> ParseEvent {
@@ -675,11 +698,17 @@ fn not_a_call(text: &str) -> ParseError {
 /// to the point of failure, so the quote does not depend on how much input had arrived.
 fn malformed_at(error: &LiteralError, source: &str, start: usize) -> ParseError {
     let (reason, end) = match error {
-        LiteralError::Incomplete => ("the call ends before it is complete".to_string(), source.len()),
+        LiteralError::Incomplete => (
+            "the call ends before it is complete".to_string(),
+            source.len(),
+        ),
         LiteralError::Invalid { reason, offset } => {
             let next = source[*offset..].chars().next().map_or(0, char::len_utf8);
             (reason.clone(), offset + next)
         }
     };
-    ParseError::new(ParseErrorKind::MalformedCall { reason }, &source[start..end.max(start)])
+    ParseError::new(
+        ParseErrorKind::MalformedCall { reason },
+        &source[start..end.max(start)],
+    )
 }

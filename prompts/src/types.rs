@@ -237,7 +237,9 @@ impl BuiltinTool {
 
     /// The builtin tool with this name, if any.
     pub fn from_name(name: &str) -> Option<BuiltinTool> {
-        BuiltinTool::ALL.into_iter().find(|tool| tool.name() == name)
+        BuiltinTool::ALL
+            .into_iter()
+            .find(|tool| tool.name() == name)
     }
 }
 

@@ -51,10 +51,16 @@ fn adding_a_message_only_appends() {
                 ) else {
                     continue; // e.g. tools in the first user message before it exists
                 };
-                prop_assert!(new.starts_with(&old), "not append-only at message {k}:\nold {old:?}\nnew {new:?}");
+                prop_assert!(
+                    new.starts_with(&old),
+                    "not append-only at message {k}:\nold {old:?}\nnew {new:?}"
+                );
                 if matches!(messages[k], Message::Assistant { .. }) {
                     let prompt = case.format.render(&before, true).unwrap();
-                    prop_assert!(new.starts_with(&prompt), "generation prompt not extended at {k}");
+                    prop_assert!(
+                        new.starts_with(&prompt),
+                        "generation prompt not extended at {k}"
+                    );
                 }
                 checked.fetch_add(1, Ordering::Relaxed);
             }
@@ -82,26 +88,37 @@ fn generation() -> impl Strategy<Value = String> {
 fn generated_turns_extend_their_prompt_exactly() {
     let checked = AtomicUsize::new(0);
     runner()
-        .run(&(case(), any::<bool>(), generation()), |(case, meta, generated)| {
-            let mut format = case.format.clone();
-            if meta {
-                format.style = Style::Meta;
-            }
-            let mut conversation: Conversation = case.conversation.clone();
-            let Ok(prompt) = format.render(&conversation, true) else {
-                return Ok(());
-            };
-            conversation.push(Message::generated(generated.clone()));
-            let rendered = format.render(&conversation, false).unwrap();
-            let ends_with_stop = ["<|eot_id|>", "<|eom_id|>"].iter().any(|s| generated.ends_with(s));
-            let expected = format!("{prompt}{generated}{}", if ends_with_stop { "" } else { "<|eot_id|>" });
-            prop_assert_eq!(rendered.clone(), expected);
-            // And the next turn's prompt extends it.
-            conversation.push(Message::user("next"));
-            prop_assert!(format.render(&conversation, true).unwrap().starts_with(&rendered));
-            checked.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        })
+        .run(
+            &(case(), any::<bool>(), generation()),
+            |(case, meta, generated)| {
+                let mut format = case.format.clone();
+                if meta {
+                    format.style = Style::Meta;
+                }
+                let mut conversation: Conversation = case.conversation.clone();
+                let Ok(prompt) = format.render(&conversation, true) else {
+                    return Ok(());
+                };
+                conversation.push(Message::generated(generated.clone()));
+                let rendered = format.render(&conversation, false).unwrap();
+                let ends_with_stop = ["<|eot_id|>", "<|eom_id|>"]
+                    .iter()
+                    .any(|s| generated.ends_with(s));
+                let expected = format!(
+                    "{prompt}{generated}{}",
+                    if ends_with_stop { "" } else { "<|eot_id|>" }
+                );
+                prop_assert_eq!(rendered.clone(), expected);
+                // And the next turn's prompt extends it.
+                conversation.push(Message::user("next"));
+                prop_assert!(format
+                    .render(&conversation, true)
+                    .unwrap()
+                    .starts_with(&rendered));
+                checked.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            },
+        )
         .unwrap();
     let checked = checked.into_inner();
     eprintln!("{checked} generated turns re-rendered byte-exactly");

@@ -10,7 +10,7 @@ use corral_prompts::hermes::Hermes;
 use corral_prompts::llama31::{Llama31, Style};
 use corral_prompts::{
     BuiltinTool, ConstraintError, Conversation, Format, Message, ToolChoice, ToolConstraint,
-    TriggerKind, ToolSpec,
+    ToolSpec, TriggerKind,
 };
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
@@ -53,7 +53,11 @@ fn matcher(lark: &str) -> Matcher {
     let env = tok_env();
     let factory = ParserFactory::new(&env, InferenceCapabilities::default(), &[]).unwrap();
     let matcher = Matcher::new(factory.create_parser(TopLevelGrammar::from_lark(lark.to_string())));
-    assert!(!matcher.is_error(), "grammar does not compile: {:?}\n{lark}", matcher.get_error());
+    assert!(
+        !matcher.is_error(),
+        "grammar does not compile: {:?}\n{lark}",
+        matcher.get_error()
+    );
     matcher
 }
 
@@ -107,15 +111,24 @@ fn llama() -> Llama31 {
 #[test]
 fn auto_is_lazy_and_accepts_valid_calls_only() {
     let constraint = llama()
-        .constraint(&conversation(vec![BuiltinTool::BraveSearch]), &ToolChoice::Auto)
+        .constraint(
+            &conversation(vec![BuiltinTool::BraveSearch]),
+            &ToolChoice::Auto,
+        )
         .unwrap()
         .expect("a constraint");
     assert!(constraint.is_lazy());
-    let kinds: Vec<(TriggerKind, &str)> =
-        constraint.triggers.iter().map(|t| (t.kind, t.text.as_str())).collect();
+    let kinds: Vec<(TriggerKind, &str)> = constraint
+        .triggers
+        .iter()
+        .map(|t| (t.kind, t.text.as_str()))
+        .collect();
     assert_eq!(
         kinds,
-        vec![(TriggerKind::TextAtStart, "{\""), (TriggerKind::SpecialToken, "<|python_tag|>")]
+        vec![
+            (TriggerKind::TextAtStart, "{\""),
+            (TriggerKind::SpecialToken, "<|python_tag|>")
+        ]
     );
     for good in [
         r#"{"name": "get_weather", "parameters": {"city": "Zürich"}}"#,
@@ -153,37 +166,74 @@ fn the_renderers_calls_satisfy_the_constraint() {
     let text = llama().render(&conversation, false).unwrap();
     let header = "<|start_header_id|>assistant<|end_header_id|>\n\n";
     let turn = &text[text.rfind(header).unwrap() + header.len()..];
-    let body = turn.strip_suffix("<|eom_id|>").unwrap().replace("<|python_tag|>", "");
-    let constraint = llama().constraint(&conversation, &ToolChoice::Auto).unwrap().unwrap();
+    let body = turn
+        .strip_suffix("<|eom_id|>")
+        .unwrap()
+        .replace("<|python_tag|>", "");
+    let constraint = llama()
+        .constraint(&conversation, &ToolChoice::Auto)
+        .unwrap()
+        .unwrap();
     assert!(accepts(&constraint, &body), "{body}");
 }
 
 #[test]
 fn required_and_named_engage_from_the_first_token() {
     let required = llama()
-        .constraint(&conversation(vec![BuiltinTool::BraveSearch]), &ToolChoice::Required)
+        .constraint(
+            &conversation(vec![BuiltinTool::BraveSearch]),
+            &ToolChoice::Required,
+        )
         .unwrap()
         .unwrap();
     assert!(!required.is_lazy());
-    assert!(accepts(&required, r#"{"name": "get_weather", "parameters": {"city": "Oslo"}}"#));
-    assert!(accepts(&required, "<|python_tag|>brave_search.call(query=\"x\")"));
-    assert!(accepts(&required, "<|python_tag|>{\"name\": \"math.factorial\", \"parameters\": {\"n\": 2}}"));
+    assert!(accepts(
+        &required,
+        r#"{"name": "get_weather", "parameters": {"city": "Oslo"}}"#
+    ));
+    assert!(accepts(
+        &required,
+        "<|python_tag|>brave_search.call(query=\"x\")"
+    ));
+    assert!(accepts(
+        &required,
+        "<|python_tag|>{\"name\": \"math.factorial\", \"parameters\": {\"n\": 2}}"
+    ));
     assert!(!accepts(&required, "Hello"));
-    assert!(!accepts(&required, "brave_search.call(query=\"x\")"), "builtins need the tag");
+    assert!(
+        !accepts(&required, "brave_search.call(query=\"x\")"),
+        "builtins need the tag"
+    );
 
     let named = llama()
-        .constraint(&conversation(vec![]), &ToolChoice::Named("math.factorial".into()))
+        .constraint(
+            &conversation(vec![]),
+            &ToolChoice::Named("math.factorial".into()),
+        )
         .unwrap()
         .unwrap();
-    assert!(accepts(&named, r#"{"name": "math.factorial", "parameters": {"n": 2}}"#));
-    assert!(!accepts(&named, r#"{"name": "get_weather", "parameters": {"city": "Oslo"}}"#));
+    assert!(accepts(
+        &named,
+        r#"{"name": "math.factorial", "parameters": {"n": 2}}"#
+    ));
+    assert!(!accepts(
+        &named,
+        r#"{"name": "get_weather", "parameters": {"city": "Oslo"}}"#
+    ));
 }
 
 #[test]
 fn code_interpreter_keeps_the_tag_free_in_auto_and_allows_code_when_required() {
     let conversation = conversation(vec![BuiltinTool::CodeInterpreter]);
-    let auto = llama().constraint(&conversation, &ToolChoice::Auto).unwrap().unwrap();
-    assert_eq!(auto.triggers.len(), 1, "only the JSON trigger: code after the tag stays free");
+    let auto = llama()
+        .constraint(&conversation, &ToolChoice::Auto)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        auto.triggers.len(),
+        1,
+        "only the JSON trigger: code after the tag stays free"
+    );
     let named = llama()
         .constraint(&conversation, &ToolChoice::Named("code_interpreter".into()))
         .unwrap()
@@ -194,23 +244,35 @@ fn code_interpreter_keeps_the_tag_free_in_auto_and_allows_code_when_required() {
 
 #[test]
 fn none_and_unknown_choices() {
-    assert_eq!(llama().constraint(&conversation(vec![]), &ToolChoice::None), Ok(None));
+    assert_eq!(
+        llama().constraint(&conversation(vec![]), &ToolChoice::None),
+        Ok(None)
+    );
     assert_eq!(
         llama().constraint(&conversation(vec![]), &ToolChoice::Named("nope".into())),
         Err(ConstraintError::UnknownTool("nope".into()))
     );
     let empty = Conversation::new(vec![Message::user("q")]);
     assert_eq!(llama().constraint(&empty, &ToolChoice::Auto), Ok(None));
-    assert_eq!(llama().constraint(&empty, &ToolChoice::Required), Err(ConstraintError::NoTools));
+    assert_eq!(
+        llama().constraint(&empty, &ToolChoice::Required),
+        Err(ConstraintError::NoTools)
+    );
 }
 
 #[test]
 fn hermes_constraint_accepts_tool_call_tags() {
     let hermes = Hermes::new("{{ messages }}", "", "<|im_end|>").unwrap();
-    let constraint = hermes.constraint(&conversation(vec![]), &ToolChoice::Auto).unwrap().unwrap();
+    let constraint = hermes
+        .constraint(&conversation(vec![]), &ToolChoice::Auto)
+        .unwrap()
+        .unwrap();
     assert_eq!(constraint.triggers[0].kind, TriggerKind::Text);
     assert_eq!(constraint.triggers[0].text, "<tool_call>");
     assert!(accepts(&constraint, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>"));
     assert!(!accepts(&constraint, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"town\": \"Rome\"}}\n</tool_call>"));
-    assert!(!accepts(&constraint, "<tool_call>\n{\"name\": \"fly\", \"arguments\": {}}\n</tool_call>"));
+    assert!(!accepts(
+        &constraint,
+        "<tool_call>\n{\"name\": \"fly\", \"arguments\": {}}\n</tool_call>"
+    ));
 }

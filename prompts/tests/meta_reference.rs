@@ -18,10 +18,12 @@ const HEAD: &str = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\
 const ASSISTANT: &str = "<|start_header_id|>assistant<|end_header_id|>\n\n";
 
 fn oracle() -> Vec<Value> {
-    let path = std::env::var_os("CORRAL_REFERENCE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/llama3_1-prompt-examples.json")
-    });
+    let path = std::env::var_os("CORRAL_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/reference/llama3_1-prompt-examples.json")
+        });
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "Meta's reference examples are missing at {} ({e}): the CI clone has shared/ beside \
@@ -30,7 +32,10 @@ fn oracle() -> Vec<Value> {
         )
     });
     let value: Value = serde_json::from_str(&text).expect("reference is JSON");
-    value["examples"].as_array().expect("examples array").clone()
+    value["examples"]
+        .as_array()
+        .expect("examples array")
+        .clone()
 }
 
 fn example(section: &str) -> (String, String) {
@@ -151,9 +156,16 @@ fn meta_style_is_byte_exact_with_every_reference_prompt() {
         let ours = vector.format.render(&vector.conversation, true).unwrap();
         common::assert_same(&ours, &vector.expected, vector.section);
         let (reference, _) = example(vector.section);
-        common::assert_same(&vector.expected, &reference, &format!("oracle: {}", vector.section));
+        common::assert_same(
+            &vector.expected,
+            &reference,
+            &format!("oracle: {}", vector.section),
+        );
     }
-    eprintln!("{} of Meta's reference prompts rendered byte-exactly", vectors.len());
+    eprintln!(
+        "{} of Meta's reference prompts rendered byte-exactly",
+        vectors.len()
+    );
 }
 
 #[test]
@@ -164,21 +176,45 @@ fn every_reference_response_parses_to_its_call() {
         parse_all(meta(None).parser(tools.clone()), &response)
     };
     let m = parse("Builtin Tool Calling");
-    assert_eq!(m.tool_calls, vec![ToolCall::new("brave_search", json!({"query": "latest price of 1oz gold"}))]);
+    assert_eq!(
+        m.tool_calls,
+        vec![ToolCall::new(
+            "brave_search",
+            json!({"query": "latest price of 1oz gold"})
+        )]
+    );
     assert_eq!(m.stop, Some(StopKind::Eom));
     let m = parse("Builtin Code Interpreter");
     assert_eq!(m.tool_calls[0].name, "code_interpreter");
-    assert!(m.tool_calls[0].arguments["code"].as_str().unwrap().starts_with("def is_prime(n):\n    if n <= 1\n"));
+    assert!(m.tool_calls[0].arguments["code"]
+        .as_str()
+        .unwrap()
+        .starts_with("def is_prime(n):\n    if n <= 1\n"));
     let m = parse("JSON based tool calling");
-    assert_eq!(m.tool_calls, vec![ToolCall::new("trending_songs", json!({"n": "10", "genre": "all"}))]);
+    assert_eq!(
+        m.tool_calls,
+        vec![ToolCall::new(
+            "trending_songs",
+            json!({"n": "10", "genre": "all"})
+        )]
+    );
     assert_eq!(m.stop, Some(StopKind::Eom));
     let m = parse("`<function>` based tool calling");
-    assert_eq!(m.tool_calls, vec![ToolCall::new("trending_songs", json!({"n": 10}))]);
+    assert_eq!(
+        m.tool_calls,
+        vec![ToolCall::new("trending_songs", json!({"n": 10}))]
+    );
     assert_eq!(m.stop, Some(StopKind::Eot));
     let m = parse("Built-in tools full interaction");
-    assert_eq!((m.content.as_str(), m.stop), ("The 100th decimal of pi is 7.", Some(StopKind::Eot)));
+    assert_eq!(
+        (m.content.as_str(), m.stop),
+        ("The 100th decimal of pi is 7.", Some(StopKind::Eot))
+    );
     let m = parse("User and assistant conversation");
-    assert_eq!(m.content, "Here's my response\n\n\"What is a helpful assistant?\"");
+    assert_eq!(
+        m.content,
+        "Here's my response\n\n\"What is a helpful assistant?\""
+    );
 }
 
 /// Meta's assistant turns re-render to what the model wrote: builtin calls, raw code, JSON and
@@ -196,7 +232,13 @@ fn meta_style_renders_calls_as_meta_encodes_them() {
     };
     let format = meta(None);
     assert_eq!(
-        tail(&format, vec![ToolCall::new("code_interpreter", json!({"code": "print(1)"}))]),
+        tail(
+            &format,
+            vec![ToolCall::new(
+                "code_interpreter",
+                json!({"code": "print(1)"})
+            )]
+        ),
         "<|python_tag|>print(1)<|eom_id|>"
     );
     assert_eq!(
@@ -206,7 +248,10 @@ fn meta_style_renders_calls_as_meta_encodes_them() {
     let mut tagged = meta(None);
     tagged.tool_prompt = ToolPrompt::FunctionTag;
     assert_eq!(
-        tail(&tagged, vec![ToolCall::new("trending_songs", json!({"n": 3}))]),
+        tail(
+            &tagged,
+            vec![ToolCall::new("trending_songs", json!({"n": 3}))]
+        ),
         "<function=trending_songs>{\"n\": 3}</function><|eot_id|>"
     );
 }

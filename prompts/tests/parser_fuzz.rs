@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use corral_prompts::hermes::Hermes;
 use corral_prompts::llama31::{Llama31, Style};
-use corral_prompts::{
-    parse_all, BuiltinTool, Format, ParsedMessage, ToolSet, ToolSpec,
-};
+use corral_prompts::{parse_all, BuiltinTool, Format, ParsedMessage, ToolSet, ToolSpec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
@@ -24,13 +22,67 @@ fn cases() -> u32 {
 }
 
 const PIECES: &[&str] = &[
-    "<|python_tag|>", "<|eom_id|>", "<|eot_id|>", "<|end_of_text|>", "<|start_header_id|>", "<|",
-    "<function=", "</function>", ">", "<tool_call>", "</tool_call>", "<|im_end|>", "<", "{", "}",
-    "[", "]", "(", ")", "\"", "'", ":", ",", ";", "=", ".", "\\", "\\u", "\\ud83d", "\\x4", "d83d",
-    "\"name\"", "\"parameters\"", "\"arguments\"", "\"type\": \"function\"", "\"function\"",
-    "get_weather", "math.factorial", "brave_search", ".call", "code_interpreter", "unknown_tool",
-    "query=", "True", "None", "null", "false", "1", "-", "2.5e", "1e999", "0x", " ", "\n", "\t",
-    "é", "日本", "😀", "\u{0}", "\u{1c}", "ß",
+    "<|python_tag|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|",
+    "<function=",
+    "</function>",
+    ">",
+    "<tool_call>",
+    "</tool_call>",
+    "<|im_end|>",
+    "<",
+    "{",
+    "}",
+    "[",
+    "]",
+    "(",
+    ")",
+    "\"",
+    "'",
+    ":",
+    ",",
+    ";",
+    "=",
+    ".",
+    "\\",
+    "\\u",
+    "\\ud83d",
+    "\\x4",
+    "d83d",
+    "\"name\"",
+    "\"parameters\"",
+    "\"arguments\"",
+    "\"type\": \"function\"",
+    "\"function\"",
+    "get_weather",
+    "math.factorial",
+    "brave_search",
+    ".call",
+    "code_interpreter",
+    "unknown_tool",
+    "query=",
+    "True",
+    "None",
+    "null",
+    "false",
+    "1",
+    "-",
+    "2.5e",
+    "1e999",
+    "0x",
+    " ",
+    "\n",
+    "\t",
+    "é",
+    "日本",
+    "😀",
+    "\u{0}",
+    "\u{1c}",
+    "ß",
 ];
 
 fn model_output() -> impl Strategy<Value = String> {
@@ -44,20 +96,38 @@ fn model_output() -> impl Strategy<Value = String> {
 
 /// Cut points as fractions of the text, mapped to char boundaries.
 fn split(text: &str, cuts: &[usize]) -> Vec<String> {
-    let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).chain([text.len()]).collect();
-    let mut points: Vec<usize> = cuts.iter().map(|c| boundaries[c % boundaries.len()]).collect();
+    let boundaries: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|c| boundaries[c % boundaries.len()])
+        .collect();
     points.push(0);
     points.push(text.len());
     points.sort_unstable();
     points.dedup();
-    points.windows(2).map(|w| text[w[0]..w[1]].to_string()).collect()
+    points
+        .windows(2)
+        .map(|w| text[w[0]..w[1]].to_string())
+        .collect()
 }
 
 fn fuzz(format: &dyn Format, label: &str) {
     let tools = ToolSet::new(
         &[
-            ToolSpec::new("get_weather", "", json!({"type": "object", "properties": {"city": {}}})),
-            ToolSpec::new("math.factorial", "", json!({"type": "object", "properties": {"n": {}}})),
+            ToolSpec::new(
+                "get_weather",
+                "",
+                json!({"type": "object", "properties": {"city": {}}}),
+            ),
+            ToolSpec::new(
+                "math.factorial",
+                "",
+                json!({"type": "object", "properties": {"n": {}}}),
+            ),
         ],
         &BuiltinTool::ALL,
     );
@@ -67,15 +137,26 @@ fn fuzz(format: &dyn Format, label: &str) {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (model_output(), prop::collection::vec(any::<usize>(), 0..12), any::<bool>());
+    let strategy = (
+        model_output(),
+        prop::collection::vec(any::<usize>(), 0..12),
+        any::<bool>(),
+    );
     runner
         .run(&strategy, |(text, cuts, permissive)| {
-            let tools = if permissive { ToolSet::permissive() } else { tools.clone() };
+            let tools = if permissive {
+                ToolSet::permissive()
+            } else {
+                tools.clone()
+            };
             let whole = parse_all(format.parser(tools.clone()), &text);
             let mut parser = format.parser(tools);
             let mut streamed = ParsedMessage::default();
             for piece in split(&text, &cuts) {
-                parser.push(&piece).into_iter().for_each(|e| streamed.apply(e));
+                parser
+                    .push(&piece)
+                    .into_iter()
+                    .for_each(|e| streamed.apply(e));
             }
             parser.finish().into_iter().for_each(|e| streamed.apply(e));
             prop_assert_eq!(&streamed, &whole, "streamed parse differs for {:?}", text);

@@ -34,7 +34,11 @@ fn context(case: &Case) -> Value {
         .map(|message| match message {
             Message::System { content } => json!({"role": "system", "content": content}),
             Message::User { content } => json!({"role": "user", "content": content}),
-            Message::Assistant { content, tool_calls, .. } if tool_calls.is_empty() => {
+            Message::Assistant {
+                content,
+                tool_calls,
+                ..
+            } if tool_calls.is_empty() => {
                 json!({"role": "assistant", "content": content})
             }
             Message::Assistant { tool_calls, .. } => json!({
@@ -44,8 +48,12 @@ fn context(case: &Case) -> Value {
                     "function": {"name": c.name, "arguments": c.arguments},
                 })).collect::<Vec<_>>(),
             }),
-            Message::Tool { content: ToolOutput::Text(text) } => json!({"role": "tool", "content": text}),
-            Message::Tool { content: ToolOutput::Json(value) } => json!({"role": "ipython", "content": value}),
+            Message::Tool {
+                content: ToolOutput::Text(text),
+            } => json!({"role": "tool", "content": text}),
+            Message::Tool {
+                content: ToolOutput::Json(value),
+            } => json!({"role": "ipython", "content": value}),
         })
         .collect();
     let mut context = json!({
@@ -83,7 +91,11 @@ fn dump(file: &str, context: &Value, ours: Option<&str>) {
     use std::io::Write;
     if let Some(path) = std::env::var_os("CORRAL_DUMP_CASES") {
         let line = json!({"template": file, "context": context, "ours": ours});
-        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         writeln!(out, "{line}").unwrap();
     }
 }
@@ -91,28 +103,39 @@ fn dump(file: &str, context: &Value, ours: Option<&str>) {
 fn check_template(file: &str, builtins_allowed: bool) -> usize {
     let source = common::fixture_text(file);
     let mut env = hf_environment();
-    env.add_template_owned("t", source).expect("official template compiles");
+    env.add_template_owned("t", source)
+        .expect("official template compiles");
     let template = env.get_template("t").unwrap();
     let compared = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    });
     runner
         .run(&case(), |mut case| {
             if !builtins_allowed {
                 case.conversation.builtin_tools = None;
                 case.conversation.messages.retain(|m| match m {
-                    Message::Assistant { tool_calls, .. } => tool_calls.iter().all(|c| BuiltinTool::from_name(&c.name).is_none()),
+                    Message::Assistant { tool_calls, .. } => tool_calls
+                        .iter()
+                        .all(|c| BuiltinTool::from_name(&c.name).is_none()),
                     _ => true,
                 });
                 if case.format.date.is_none() {
                     case.format.date = Some("26 Jul 2024".into());
                 }
             }
-            let ours = case.format.render_text(&case.conversation, case.add_generation_prompt);
+            let ours = case
+                .format
+                .render_text(&case.conversation, case.add_generation_prompt);
             let reference = template.render(context(&case));
             dump(file, &context(&case), ours.as_deref().ok());
             match (ours, reference) {
                 (Ok(ours), Ok(reference)) => common::assert_same(&ours, &reference, file),
-                (ours, reference) => panic!("one side failed: ours {ours:?}, template {reference:?}"),
+                (ours, reference) => {
+                    panic!("one side failed: ours {ours:?}, template {reference:?}")
+                }
             }
             compared.fetch_add(1, Ordering::Relaxed);
             Ok(())
@@ -150,7 +173,11 @@ fn both_refuse_tools_without_a_user_message() {
         format: Llama31::new(Style::Template),
         add_generation_prompt: true,
     };
-    assert!(env.get_template("t").unwrap().render(context(&case)).is_err());
+    assert!(env
+        .get_template("t")
+        .unwrap()
+        .render(context(&case))
+        .is_err());
     assert!(case.format.render_text(&case.conversation, true).is_err());
 }
 
@@ -170,10 +197,30 @@ fn template_refuses_parallel_calls_and_corral_renders_them() {
         format: Llama31::new(Style::Template).with_date(None),
         add_generation_prompt: false,
     };
-    let error = env.get_template("t").unwrap().render(context(&case)).unwrap_err();
+    let error = env
+        .get_template("t")
+        .unwrap()
+        .render(context(&case))
+        .unwrap_err();
     assert!(error.to_string().contains("single tool-calls"), "{error}");
     let ours = case.format.render_text(&case.conversation, false).unwrap();
     assert!(ours.ends_with(
         "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"a\", \"parameters\": {\"x\": 1}}\n{\"name\": \"b\", \"parameters\": {}}<|eot_id|>"
     ), "{ours}");
+}
+
+#[test]
+fn the_official_templates_are_detected_as_llama3() {
+    for file in [
+        "llama-3.1-instruct.jinja",
+        "llama-3.2-instruct.jinja",
+        "llama-3.3-instruct.jinja",
+    ] {
+        let source = common::fixture_text(file);
+        assert_eq!(
+            corral_prompts::detect(&source),
+            Some(corral_prompts::FormatKind::Llama3),
+            "{file}"
+        );
+    }
 }

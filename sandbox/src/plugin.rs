@@ -92,9 +92,6 @@ impl Plugin {
     pub fn list_tools(&self) -> Result<Vec<ToolSpec>, Error> {
         let ctx = CallContext::default();
         let specs = self
-            .sandbox
-            .inner
-            .runtime
             .block_on(self.run(&ctx, |bindings, store| {
                 Box::pin(async move { bindings.corral_tool_tool().call_list_tools(store).await })
             }))
@@ -116,7 +113,8 @@ impl Plugin {
     }
 
     /// Calls tool `name` with `arguments` (JSON text, already validated), blocking this thread.
-    /// Do not call from inside an async runtime; use [`Plugin::call_async`] there.
+    /// Safe to call from inside an async runtime too (it then blocks on a helper thread);
+    /// async code should prefer [`Plugin::call_async`].
     ///
     /// # Errors
     /// [`CallError::Tool`] for the plugin's own error, [`CallError::Runtime`] when a limit was hit
@@ -127,10 +125,20 @@ impl Plugin {
         arguments: &str,
         ctx: &CallContext,
     ) -> Result<CallOutput, CallError> {
-        self.sandbox
-            .inner
-            .runtime
-            .block_on(self.call_async(name, arguments, ctx))
+        self.block_on(self.call_async(name, arguments, ctx))
+    }
+
+    /// Runs `fut` on the sandbox's runtime. From inside another tokio runtime (where blocking
+    /// the thread would panic) it runs on a helper thread instead.
+    fn block_on<R: Send>(&self, fut: impl std::future::Future<Output = R> + Send) -> R {
+        let runtime = &self.sandbox.inner.runtime;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return runtime.block_on(fut);
+        }
+        std::thread::scope(|s| match s.spawn(|| runtime.block_on(fut)).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
     }
 
     /// Async form of [`Plugin::call`]; runs on any tokio runtime with timers enabled.

@@ -239,7 +239,7 @@ impl Sandbox {
     fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, Error> {
         let engine = &self.inner.engine;
         let path = self.cache_path(sha256);
-        if let Some(path) = path.as_deref().filter(|p| p.exists()) {
+        if let Some(path) = path.as_deref().filter(|p| p.is_file()) {
             // SAFETY: the file was written by `store_in_cache` below from a component this engine
             // compiled, under a name keyed by the source hash and the engine's configuration;
             // wasmtime also checks its header against the engine. The cache lives in the user's

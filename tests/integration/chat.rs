@@ -8,7 +8,15 @@ use corral_tests::{corral_bin, default_model};
 #[test]
 fn chat_answers_each_line_and_quits_on_exit() {
     let mut child = Command::new(corral_bin())
-        .args(["--temperature", "0", "--threads", "1", "--ctx", "1024", "--model"])
+        .args([
+            "--temperature",
+            "0",
+            "--threads",
+            "1",
+            "--ctx",
+            "1024",
+            "--model",
+        ])
         .arg(default_model())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -31,5 +39,8 @@ fn chat_answers_each_line_and_quits_on_exit() {
     let answers = stdout.lines().filter(|l| !l.trim().is_empty()).count();
     assert!(answers >= 2, "expected two answers: {stdout}");
     assert!(stdout.ends_with('\n'), "{stdout:?}");
-    assert!(!stdout.contains("<|im_end|>") && !stdout.contains("<|im_start|>"), "{stdout}");
+    assert!(
+        !stdout.contains("<|im_end|>") && !stdout.contains("<|im_start|>"),
+        "{stdout}"
+    );
 }

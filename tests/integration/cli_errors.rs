@@ -9,8 +9,15 @@ fn assert_one_line_error(result: (i32, String, String), code: i32, needle: &str)
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(status, code, "stderr: {stderr}");
     assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    assert_eq!(stderr.lines().last(), Some(errors[0]), "error is not the last line: {stderr}");
-    assert!(errors[0].contains(needle), "expected {needle:?} in: {stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some(errors[0]),
+        "error is not the last line: {stderr}"
+    );
+    assert!(
+        errors[0].contains(needle),
+        "expected {needle:?} in: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -44,11 +51,29 @@ fn context_larger_than_the_model_supports() {
     let model = default_model();
     // Global flags work before and after the subcommand.
     for args in [
-        vec!["--ctx", "999999", "generate", "hi", "--model", model.to_str().unwrap()],
-        vec!["generate", "hi", "--model", model.to_str().unwrap(), "--ctx", "999999"],
+        vec![
+            "--ctx",
+            "999999",
+            "generate",
+            "hi",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        vec![
+            "generate",
+            "hi",
+            "--model",
+            model.to_str().unwrap(),
+            "--ctx",
+            "999999",
+        ],
     ] {
         let result = run_corral(&args, &[]);
-        assert_one_line_error(result, 2, "--ctx 999999 is larger than this model supports (8192");
+        assert_one_line_error(
+            result,
+            2,
+            "--ctx 999999 is larger than this model supports (8192",
+        );
     }
 }
 
@@ -60,13 +85,24 @@ fn unknown_flag() {
 
 #[test]
 fn bad_flag_values() {
-    assert_one_line_error(run_corral(&["--kv-type", "q4", "generate", "x"], &[]), 2, "q8_0");
     assert_one_line_error(
-        run_corral(&["--kv-type", "q8_0", "--flash-attn", "off", "generate", "x"], &[]),
+        run_corral(&["--kv-type", "q4", "generate", "x"], &[]),
+        2,
+        "q8_0",
+    );
+    assert_one_line_error(
+        run_corral(
+            &["--kv-type", "q8_0", "--flash-attn", "off", "generate", "x"],
+            &[],
+        ),
         2,
         "needs flash attention",
     );
-    assert_one_line_error(run_corral(&["--temperature=-1", "generate", "x"], &[]), 2, "temperature");
+    assert_one_line_error(
+        run_corral(&["--temperature=-1", "generate", "x"], &[]),
+        2,
+        "temperature",
+    );
 }
 
 #[test]
@@ -81,7 +117,11 @@ fn pull_without_network() {
         ],
     );
     assert_one_line_error(result, 1, "check your network connection");
-    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "pull left files behind");
+    assert_eq!(
+        std::fs::read_dir(cache.path()).unwrap().count(),
+        0,
+        "pull left files behind"
+    );
 }
 
 #[test]
@@ -98,8 +138,18 @@ fn model_path_of_an_uncached_model() {
 fn generate_prints_a_completion() {
     let model = default_model();
     let (status, stdout, stderr) = run_corral(
-        &["generate", "Once upon a time", "--max-tokens", "8", "--temperature", "0", "--threads", "1",
-          "--model", model.to_str().unwrap()],
+        &[
+            "generate",
+            "Once upon a time",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--threads",
+            "1",
+            "--model",
+            model.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(status, 0, "{stderr}");

@@ -11,7 +11,7 @@ use corral::engine::{
 };
 use corral_tests::default_model;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn load() -> Box<dyn Backend + Send> {
     let options = EngineOptions {
@@ -66,7 +66,10 @@ fn chat_reply_stops_on_the_models_end_of_generation_token() {
 fn streamed_multilingual_output_is_whole_characters() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut backend = load();
-    let request = greedy(&chat_prompt("Écris une phrase en français avec des accents: é, è, à, ç. Puis 🙂 et नमस्ते."), 60);
+    let request = greedy(
+        &chat_prompt("Écris une phrase en français avec des accents: é, è, à, ç. Puis 🙂 et नमस्ते."),
+        60,
+    );
     let mut streamed = String::new();
     let generation = backend
         .generate(&request, &mut |chunk| {
@@ -75,8 +78,14 @@ fn streamed_multilingual_output_is_whole_characters() {
         })
         .unwrap();
     assert_eq!(streamed, generation.text);
-    assert!(!streamed.contains('\u{FFFD}'), "broken character in {streamed:?}");
-    assert!(!streamed.is_ascii(), "expected non-ASCII output, got {streamed:?}");
+    assert!(
+        !streamed.contains('\u{FFFD}'),
+        "broken character in {streamed:?}"
+    );
+    assert!(
+        !streamed.is_ascii(),
+        "expected non-ASCII output, got {streamed:?}"
+    );
 }
 
 #[test]
@@ -101,7 +110,10 @@ fn cancellation_from_the_callback_stops_within_a_token() {
     let cancelled = greedy("Hello", 50);
     cancelled.cancel.cancel();
     let generation = generate_to_string(backend.as_mut(), &cancelled).unwrap();
-    assert_eq!((generation.stop, generation.generated_tokens), (StopReason::Cancelled, 0));
+    assert_eq!(
+        (generation.stop, generation.generated_tokens),
+        (StopReason::Cancelled, 0)
+    );
 }
 
 #[test]
@@ -139,8 +151,17 @@ fn stop_strings_end_generation_and_are_not_emitted() {
     let mut request = greedy("1, 2, 3, 4, 5, 6,", 40);
     request.stop_strings = vec![" 9".into()];
     let generation = generate_to_string(backend.as_mut(), &request).unwrap();
-    assert_eq!(generation.stop, StopReason::StopString(" 9".into()), "{:?}", generation.text);
-    assert!(generation.text.contains('8') && !generation.text.contains('9'), "{:?}", generation.text);
+    assert_eq!(
+        generation.stop,
+        StopReason::StopString(" 9".into()),
+        "{:?}",
+        generation.text
+    );
+    assert!(
+        generation.text.contains('8') && !generation.text.contains('9'),
+        "{:?}",
+        generation.text
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod chat;
 mod cli_errors;
+mod constrained;
 mod engine;
 mod model_pull;
 mod prompt_cli;

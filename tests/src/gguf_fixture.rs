@@ -40,7 +40,8 @@ pub fn wheel_with(gguf: &[u8]) -> Vec<u8> {
         zip.write_all(b"").unwrap();
         zip.start_file("tiny/model.gguf", options).unwrap();
         zip.write_all(gguf).unwrap();
-        zip.start_file("tiny-0.1.dist-info/METADATA", options).unwrap();
+        zip.start_file("tiny-0.1.dist-info/METADATA", options)
+            .unwrap();
         zip.write_all(b"Name: tiny\n").unwrap();
         zip.finish().unwrap();
     }

@@ -88,8 +88,15 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Route>) {
             Ok(_) => {}
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let route = routes.get(&path).cloned().unwrap_or_else(|| Route::status(404));
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    let route = routes
+        .get(&path)
+        .cloned()
+        .unwrap_or_else(|| Route::status(404));
     let head = format!(
         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         route.status,

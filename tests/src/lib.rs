@@ -84,5 +84,5 @@ pub fn run_corral(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     )
 }
 
-pub mod http;
 pub mod gguf_fixture;
+pub mod http;

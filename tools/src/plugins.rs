@@ -332,3 +332,63 @@ pub fn remove(home: &Home, id: &str) -> Result<(), String> {
     }
     std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_sandbox::grants::Mode;
+
+    #[test]
+    fn a_missing_grants_file_grants_nothing() {
+        let tmp = std::env::temp_dir().join("corral-no-such-grants.toml");
+        assert_eq!(Grants::load(&tmp).unwrap(), Grants::default());
+    }
+
+    #[test]
+    fn grants_parse_and_combine_with_the_manifest() {
+        let grants: Grants = toml::from_str(
+            r#"
+            [plugins.files]
+            dirs = [{ host = "/srv/project", guest = "/workspace", mode = "ro" }]
+            env = ["*"]
+            limits = { deadline_ms = 500, memory_mib = 8 }
+            "#,
+        )
+        .unwrap();
+        let manifest = Manifest::parse(
+            r#"
+            id = "files"
+            version = "0.1.0"
+            api = "0.1.0"
+            component = "files.wasm"
+            sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+            [capabilities]
+            dirs = [{ guest = "/workspace", mode = "rw" }]
+            [limits]
+            deadline_ms = 5000
+            memory_mib = 64
+            "#,
+        )
+        .unwrap();
+        let ctx = call_context(&manifest, &grants.plugins["files"]);
+        assert_eq!(ctx.rights.dirs.len(), 1);
+        assert_eq!(ctx.rights.dirs[0].mode, Mode::Ro);
+        assert_eq!(ctx.limits.deadline, std::time::Duration::from_millis(500));
+        assert_eq!(ctx.limits.memory_bytes, 8 << 20);
+        assert!(
+            ctx.rights.env.is_empty(),
+            "a wildcard grants only what the manifest asked for"
+        );
+    }
+
+    #[test]
+    fn bad_grants_files_are_reported_with_their_path() {
+        let dir = std::env::temp_dir().join(format!("corral-grants-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grants.toml");
+        std::fs::write(&path, "[plugins.files]\nnetwork = 5\n").unwrap();
+        let err = Grants::load(&path).unwrap_err();
+        assert!(err.contains("grants.toml"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -285,6 +285,54 @@ fn a_gigabyte_of_stdout_is_capped() {
 }
 
 #[test]
+fn host_logging_is_captured_and_capped() {
+    let out = call("log", r#"{"n": 100000}"#).unwrap();
+    assert!(
+        out.stderr
+            .starts_with("[info] hello from the guest\n[error] eee"),
+        "{}",
+        &out.stderr[..60]
+    );
+    assert!(out.stderr.len() < 8 * 1024 + 100 && out.stderr.contains("output truncated"));
+    assert_healthy();
+}
+
+#[test]
+fn the_compiled_component_cache_is_used_and_survives_corruption() {
+    let f = fixture();
+    let wasm = std::fs::read(common::adversary_wasm()).unwrap();
+    let cached = f.sandbox.cache_path(&hex_sha256(&wasm)).unwrap();
+    assert!(
+        cached.exists(),
+        "install should leave a compiled artifact at {}",
+        cached.display()
+    );
+    // A fresh engine (as in a second process) loads from the cache.
+    let again = Sandbox::new(SandboxConfig::with_cache(&f.home.cache)).unwrap();
+    let start = Instant::now();
+    let plugin = again.load(&wasm).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "cached load took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(plugin.list_tools().unwrap().len(), 19);
+    // A corrupt artifact is ignored and replaced by a recompiled one.
+    let copy = TempDir::new().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig::with_cache(copy.path())).unwrap();
+    let path = sandbox.cache_path(&hex_sha256(&wasm)).unwrap();
+    std::fs::write(&path, b"garbage").unwrap();
+    let plugin = sandbox.load(&wasm).unwrap();
+    assert_eq!(plugin.list_tools().unwrap().len(), 19);
+    assert_ne!(std::fs::read(&path).unwrap(), b"garbage");
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
 fn only_granted_env_vars_are_visible() {
     let env = |name: &str| text(&call("env", &format!(r#"{{"name":"{name}"}}"#)));
     assert_eq!(env("CORRAL_TEST_GRANTED"), "ok: granted-value");

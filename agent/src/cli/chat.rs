@@ -68,6 +68,7 @@ pub fn run(global: &GlobalOpts) -> anyhow::Result<()> {
             stop_strings: template.stop_strings(),
             stop_tokens: Vec::new(),
             cancel: cancel.clone(),
+            constraint: None,
         };
         let mut stdout = std::io::stdout().lock();
         let result = backend.generate(&request, &mut |piece| {

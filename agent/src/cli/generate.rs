@@ -51,10 +51,15 @@ pub fn run(args: &GenerateArgs, global: &GlobalOpts) -> anyhow::Result<()> {
         stop_strings: args.stop.clone(),
         stop_tokens: Vec::new(),
         cancel,
+        constraint: None,
     };
     let mut stdout = std::io::stdout().lock();
     let generation = backend.generate(&request, &mut |text| {
-        if stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+        if stdout
+            .write_all(text.as_bytes())
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())

@@ -52,7 +52,12 @@ pub struct GlobalOpts {
           default_missing_value = "on", value_name = "on|off|auto")]
     pub flash_attn: FlashAttention,
     /// Layers to offload to the GPU (needs a build with `--features cuda`).
-    #[arg(long = "gpu-layers", global = true, default_value_t = 0, value_name = "N")]
+    #[arg(
+        long = "gpu-layers",
+        global = true,
+        default_value_t = 0,
+        value_name = "N"
+    )]
     pub gpu_layers: u32,
     /// Sampling temperature; 0 means greedy.
     #[arg(long, global = true, value_name = "T")]

@@ -54,7 +54,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             let cached = store
                 .pull(&source, std::io::stderr().is_terminal())
                 .with_context(|| format!("cannot pull {}", source.name))?;
-            eprintln!("pulled {} ({:.1} MB)", cached.name, cached.size as f64 / 1e6);
+            eprintln!(
+                "pulled {} ({:.1} MB)",
+                cached.name,
+                cached.size as f64 / 1e6
+            );
             println!("{}", cached.path.display());
             Ok(())
         }
@@ -67,7 +71,12 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
                 );
             }
             for m in models {
-                println!("{}\t{:.1} MB\t{}", m.name, m.size as f64 / 1e6, m.path.display());
+                println!(
+                    "{}\t{:.1} MB\t{}",
+                    m.name,
+                    m.size as f64 / 1e6,
+                    m.path.display()
+                );
             }
             Ok(())
         }
@@ -77,7 +86,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
                 UsageError::new(format!(
                     "model `{name}` is not cached in {}: run `corral model pull{}`",
                     store.dir().display(),
-                    if name == model::DEFAULT_MODEL { String::new() } else { format!(" {name}") }
+                    if name == model::DEFAULT_MODEL {
+                        String::new()
+                    } else {
+                        format!(" {name}")
+                    }
                 ))
             })?;
             println!("{}", cached.path.display());

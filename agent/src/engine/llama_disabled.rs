@@ -9,6 +9,9 @@ use super::{Backend, EngineError, EngineOptions};
 ///
 /// # Errors
 /// Always [`EngineError::Unavailable`].
-pub fn load(_path: &Path, _options: &EngineOptions) -> Result<Box<dyn Backend + Send>, EngineError> {
+pub fn load(
+    _path: &Path,
+    _options: &EngineOptions,
+) -> Result<Box<dyn Backend + Send>, EngineError> {
     Err(EngineError::Unavailable)
 }

@@ -29,6 +29,8 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use corral_prompts::ToolConstraint;
+
 pub use options::{EngineOptions, FlashAttention, KvType, MAX_CONTEXT_TOKENS};
 pub use scripted::{ScriptedBackend, ScriptedReply};
 pub use stop::{StopMatcher, StopScan};
@@ -118,6 +120,8 @@ pub struct GenerateRequest {
     pub stop_tokens: Vec<Token>,
     /// Stops generation when cancelled.
     pub cancel: CancelToken,
+    /// Keeps tool calls valid (a grammar that engages on a trigger, or from the first token).
+    pub constraint: Option<ToolConstraint>,
 }
 
 /// Why generation ended.
@@ -155,6 +159,8 @@ pub struct Generation {
     pub prompt_seconds: f64,
     /// Seconds spent generating.
     pub generate_seconds: f64,
+    /// Whether the request's constraint engaged (it stays off while a lazy one sees no trigger).
+    pub constrained: bool,
 }
 
 /// Static facts about the loaded model and context.
@@ -186,7 +192,9 @@ pub enum EngineError {
     #[error("{0}")]
     Config(String),
     /// The prompt does not fit into the context window.
-    #[error("prompt is {prompt} tokens but the context holds {context}: shorten it or raise --ctx")]
+    #[error(
+        "prompt is {prompt} tokens but the context holds {context}: shorten it or raise --ctx"
+    )]
     PromptTooLong {
         /// Prompt tokens.
         prompt: usize,

@@ -57,7 +57,9 @@ impl FromStr for FlashAttention {
             "auto" => Ok(FlashAttention::Auto),
             "on" | "true" | "1" => Ok(FlashAttention::On),
             "off" | "false" | "0" => Ok(FlashAttention::Off),
-            other => Err(format!("unknown flash-attention mode `{other}`: use on, off or auto")),
+            other => Err(format!(
+                "unknown flash-attention mode `{other}`: use on, off or auto"
+            )),
         }
     }
 }
@@ -155,7 +157,11 @@ pub fn choose_context(
             return Err(format!(
                 "--ctx {ctx} is larger than this model supports ({supported} tokens, its training \
                  context{}): use --ctx {supported} or less",
-                if trained > MAX_CONTEXT_TOKENS { " capped at 131072" } else { "" }
+                if trained > MAX_CONTEXT_TOKENS {
+                    " capped at 131072"
+                } else {
+                    ""
+                }
             ));
         }
         return Ok(ctx);
@@ -187,13 +193,19 @@ mod tests {
 
     #[test]
     fn default_context_is_training_context_when_memory_allows() {
-        assert_eq!(choose_context(None, 8192, 23_040.0, Some(16 << 30)), Ok(8192));
+        assert_eq!(
+            choose_context(None, 8192, 23_040.0, Some(16 << 30)),
+            Ok(8192)
+        );
     }
 
     #[test]
     fn default_context_is_capped_by_memory() {
         // 128K trained, 131072 bytes per token, 4 GiB free: half is 2 GiB = 16384 tokens.
-        assert_eq!(choose_context(None, 131_072, 131_072.0, Some(4 << 30)), Ok(16_384));
+        assert_eq!(
+            choose_context(None, 131_072, 131_072.0, Some(4 << 30)),
+            Ok(16_384)
+        );
     }
 
     #[test]

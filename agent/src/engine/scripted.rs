@@ -88,9 +88,10 @@ impl Backend for ScriptedBackend {
         self.prompts.push(request.prompt.clone());
         let prompt = Self::char_tokens(&request.prompt);
         let reused = common_prefix(&self.cache, &prompt);
-        let reply = self.replies.pop_front().ok_or_else(|| {
-            EngineError::Inference("scripted backend has no replies left".into())
-        })?;
+        let reply = self
+            .replies
+            .pop_front()
+            .ok_or_else(|| EngineError::Inference("scripted backend has no replies left".into()))?;
         let mut matcher = StopMatcher::new(&request.stop_strings);
         let mut text = String::new();
         let mut generated = 0;
@@ -136,6 +137,7 @@ impl Backend for ScriptedBackend {
             generated_tokens: generated,
             prompt_seconds: 0.0,
             generate_seconds: 0.0,
+            constrained: false,
         })
     }
 
@@ -186,7 +188,10 @@ mod tests {
         let mut req = request("x");
         req.stop_strings = vec!["STOP".into()];
         let g = generate_to_string(&mut backend, &req).unwrap();
-        assert_eq!((g.text.as_str(), g.stop), ("abc ", StopReason::StopString("STOP".into())));
+        assert_eq!(
+            (g.text.as_str(), g.stop),
+            ("abc ", StopReason::StopString("STOP".into()))
+        );
 
         let mut req = request("x");
         req.max_tokens = Some(3);

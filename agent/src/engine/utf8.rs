@@ -76,7 +76,10 @@ mod tests {
         let mut chunks = Vec::new();
         for piece in text.as_bytes().chunks(size) {
             let chunk = decoder.push(piece);
-            assert!(!chunk.contains('\u{FFFD}'), "valid input produced U+FFFD: {chunk:?}");
+            assert!(
+                !chunk.contains('\u{FFFD}'),
+                "valid input produced U+FFFD: {chunk:?}"
+            );
             out.push_str(&chunk);
             chunks.push(chunk);
         }

@@ -39,9 +39,7 @@ pub enum DownloadError {
         expected: u64,
     },
     /// The content is not what was pinned.
-    #[error(
-        "sha256 mismatch for {url}: expected {expected}, got {actual}; the file was not kept"
-    )]
+    #[error("sha256 mismatch for {url}: expected {expected}, got {actual}; the file was not kept")]
     HashMismatch {
         /// What was requested.
         url: String,

@@ -93,7 +93,9 @@ pub fn inspect(path: &Path) -> Result<GgufSummary, GgufError> {
     }
     reader.read_exact(&mut magic)?;
     if &magic != b"GGUF" {
-        return Err(GgufError::NotGguf(String::from_utf8_lossy(&magic).into_owned()));
+        return Err(GgufError::NotGguf(
+            String::from_utf8_lossy(&magic).into_owned(),
+        ));
     }
     let version = reader.u32()?;
     if !(2..=3).contains(&version) {
@@ -142,7 +144,9 @@ pub fn inspect(path: &Path) -> Result<GgufSummary, GgufError> {
         let name = reader.string()?;
         let dims = reader.u32()?;
         if dims > 8 {
-            return Err(GgufError::Corrupt(format!("tensor {name} has {dims} dimensions")));
+            return Err(GgufError::Corrupt(format!(
+                "tensor {name} has {dims} dimensions"
+            )));
         }
         let mut elements = 1u64;
         for _ in 0..dims {
@@ -155,7 +159,11 @@ pub fn inspect(path: &Path) -> Result<GgufSummary, GgufError> {
         }
     }
     let data_start = reader.pos.div_ceil(alignment) * alignment;
-    let needed = if tensor_count == 0 { reader.pos } else { data_start.saturating_add(data_end) };
+    let needed = if tensor_count == 0 {
+        reader.pos
+    } else {
+        data_start.saturating_add(data_end)
+    };
     if needed > file_size {
         return Err(GgufError::Truncated {
             needed,
@@ -322,7 +330,9 @@ impl Reader {
                 Ok(())
             }
             9 => Err(GgufError::Corrupt("nested metadata arrays".into())),
-            other => Err(GgufError::Corrupt(format!("unknown array item type {other}"))),
+            other => Err(GgufError::Corrupt(format!(
+                "unknown array item type {other}"
+            ))),
         }
     }
 }
@@ -402,7 +412,10 @@ mod tests {
     fn other_files_are_not_gguf() {
         let file = write(b"PK\x03\x04 this is a zip");
         assert!(matches!(inspect(file.path()), Err(GgufError::NotGguf(_))));
-        assert!(matches!(inspect(Path::new("/no/such/model.gguf")), Err(GgufError::Missing)));
+        assert!(matches!(
+            inspect(Path::new("/no/such/model.gguf")),
+            Err(GgufError::Missing)
+        ));
     }
 
     #[test]
@@ -413,6 +426,9 @@ mod tests {
         bytes.extend(1u64.to_le_bytes());
         bytes.extend(u64::MAX.to_le_bytes()); // key length
         let file = write(&bytes);
-        assert!(matches!(inspect(file.path()), Err(GgufError::Truncated { .. })));
+        assert!(matches!(
+            inspect(file.path()),
+            Err(GgufError::Truncated { .. })
+        ));
     }
 }

@@ -166,7 +166,11 @@ impl ModelStore {
             .filter_map(Result::ok)
             .filter_map(|entry| {
                 let path = entry.path();
-                let name = path.file_name()?.to_str()?.strip_suffix(".gguf")?.to_string();
+                let name = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".gguf")?
+                    .to_string();
                 if name.starts_with('.') {
                     return None;
                 }
@@ -184,7 +188,11 @@ impl ModelStore {
     ///
     /// # Errors
     /// See [`PullError`]; on any error nothing is added to the cache.
-    pub fn pull(&self, source: &ModelSource, show_progress: bool) -> Result<CachedModel, PullError> {
+    pub fn pull(
+        &self,
+        source: &ModelSource,
+        show_progress: bool,
+    ) -> Result<CachedModel, PullError> {
         if !valid_name(&source.name) {
             return Err(PullError::BadName(source.name.clone()));
         }
@@ -207,7 +215,10 @@ impl ModelStore {
             }
             Origin::Url(url) => {
                 let lower = url.to_ascii_lowercase();
-                (url.clone(), lower.ends_with(".whl") || lower.ends_with(".zip"))
+                (
+                    url.clone(),
+                    lower.ends_with(".whl") || lower.ends_with(".zip"),
+                )
             }
         };
         let downloaded = download(&url, &source.sha256, &self.dir, show_progress)?;
@@ -288,7 +299,9 @@ mod tests {
 
     #[test]
     fn url_sources_need_a_valid_hash() {
-        assert!(source_for(Some("https://x/m.gguf"), None, None).unwrap_err().contains("--sha256"));
+        assert!(source_for(Some("https://x/m.gguf"), None, None)
+            .unwrap_err()
+            .contains("--sha256"));
         assert!(source_for(Some("https://x/m.gguf"), Some("abc"), None).is_err());
         let s = source_for(Some("https://x/tiny.gguf"), Some(&"a".repeat(64)), None).unwrap();
         assert_eq!(s.name, "tiny");

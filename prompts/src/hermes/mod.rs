@@ -70,7 +70,10 @@ impl Format for Hermes {
         }
         let mut context = Map::new();
         context.insert("messages".into(), Value::Array(messages));
-        context.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
+        context.insert(
+            "add_generation_prompt".into(),
+            Value::Bool(add_generation_prompt),
+        );
         if !tools.is_empty() && self.knows_tools {
             let tools = tools.iter().map(ToolSpec::to_openai_json).collect();
             context.insert("tools".into(), Value::Array(tools));
@@ -124,7 +127,9 @@ fn message_json(message: &Message) -> Value {
                     text.push('\n');
                 }
                 text.push_str("<tool_call>\n");
-                text.push_str(&pyjson::dumps(&json!({"name": call.name, "arguments": call.arguments})));
+                text.push_str(&pyjson::dumps(
+                    &json!({"name": call.name, "arguments": call.arguments}),
+                ));
                 text.push_str("\n</tool_call>");
             }
             let calls: Vec<Value> = tool_calls
@@ -170,13 +175,18 @@ mod tests {
     const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     fn weather() -> ToolSpec {
-        ToolSpec::new("get_weather", "Weather", json!({"type": "object", "properties": {"city": {"type": "string"}}}))
+        ToolSpec::new(
+            "get_weather",
+            "Weather",
+            json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        )
     }
 
     #[test]
     fn renders_through_the_models_template_and_adds_tool_instructions() {
         let hermes = Hermes::new(CHATML, "", "<|im_end|>").unwrap();
-        let conversation = Conversation::new(vec![Message::user("Hi"), Message::assistant("Hello!")]);
+        let conversation =
+            Conversation::new(vec![Message::user("Hi"), Message::assistant("Hello!")]);
         assert_eq!(
             hermes.render(&conversation, true).unwrap(),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>assistant\n"
@@ -188,7 +198,10 @@ mod tests {
         ])
         .with_tools(vec![weather()]);
         let text = hermes.render(&conversation, true).unwrap();
-        assert!(text.starts_with("<|im_start|>system\nYou can call functions."), "{text}");
+        assert!(
+            text.starts_with("<|im_start|>system\nYou can call functions."),
+            "{text}"
+        );
         assert!(text.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call><|im_end|>\n<|im_start|>tool\n{\"temp\": 3}<|im_end|>\n"), "{text}");
     }
 
@@ -209,7 +222,13 @@ mod tests {
             ]
         );
         assert_eq!(m.stop, Some(StopKind::Eot));
-        let m = parse_all(hermes.parser(tools), "<tool_call>{\"name\": \"x\", \"arguments\": {}}</tool_call>");
-        assert_eq!(m.errors[0].kind, ParseErrorKind::UnknownTool { name: "x".into() });
+        let m = parse_all(
+            hermes.parser(tools),
+            "<tool_call>{\"name\": \"x\", \"arguments\": {}}</tool_call>",
+        );
+        assert_eq!(
+            m.errors[0].kind,
+            ParseErrorKind::UnknownTool { name: "x".into() }
+        );
     }
 }

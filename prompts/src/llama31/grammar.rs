@@ -23,7 +23,9 @@ pub(super) fn constraint(
             _ => Ok(None),
         };
     }
-    let code = builtin.iter().any(|name| name == BuiltinTool::CodeInterpreter.name());
+    let code = builtin
+        .iter()
+        .any(|name| name == BuiltinTool::CodeInterpreter.name());
     let searches: Vec<&String> = builtin
         .iter()
         .filter(|name| *name != BuiltinTool::CodeInterpreter.name())
@@ -40,7 +42,10 @@ pub(super) fn constraint(
     let json_alternatives = alternatives.clone();
     for (i, name) in searches.iter().enumerate() {
         let head = format!("{name}.call(query=\"");
-        rules.push(format!("search_{i}: {} QUERY \"\\\")\"", lark_string(&head)));
+        rules.push(format!(
+            "search_{i}: {} QUERY \"\\\")\"",
+            lark_string(&head)
+        ));
         alternatives.push(format!("search_{i}"));
     }
     if !searches.is_empty() {

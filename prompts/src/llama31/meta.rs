@@ -38,10 +38,15 @@ pub(super) fn render(
         system.push_str(date);
         system.push('\n');
     }
-    for part in [Some(system_text), tool_prompt.as_deref().filter(|_| !format.tools_in_user_message)]
-        .into_iter()
-        .flatten()
-        .filter(|part| !part.is_empty())
+    for part in [
+        Some(system_text),
+        tool_prompt
+            .as_deref()
+            .filter(|_| !format.tools_in_user_message),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|part| !part.is_empty())
     {
         while !system.is_empty() && !system.ends_with("\n\n") {
             system.push('\n');
@@ -99,7 +104,12 @@ fn environment_block(conversation: &Conversation) -> String {
     }
 }
 
-fn render_message(out: &mut String, message: &Message, builtins: &[BuiltinTool], prompt: ToolPrompt) {
+fn render_message(
+    out: &mut String,
+    message: &Message,
+    builtins: &[BuiltinTool],
+    prompt: ToolPrompt,
+) {
     match message {
         Message::System { content } => verbatim(out, "system", content),
         Message::User { content } => verbatim(out, "user", content),
@@ -241,7 +251,10 @@ fn json_tool_description(tool: &ToolSpec) -> String {
         .collect();
     let mut function = Map::new();
     function.insert("name".into(), json!(tool.name));
-    function.insert("description".into(), json!(tool.description.as_deref().unwrap_or_default()));
+    function.insert(
+        "description".into(),
+        json!(tool.description.as_deref().unwrap_or_default()),
+    );
     function.insert(
         "parameters".into(),
         json!({"type": "object", "properties": properties, "required": MARK}),
@@ -284,7 +297,10 @@ fn required(tool: &ToolSpec) -> Vec<Value> {
 }
 
 fn description_of(schema: &Value) -> &str {
-    schema.get("description").and_then(Value::as_str).unwrap_or_default()
+    schema
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// The Python type name Meta's tables use for a JSON Schema type.
@@ -305,7 +321,11 @@ fn sorted(value: &Value) -> Value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
         other => other.clone(),

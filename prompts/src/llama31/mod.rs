@@ -136,7 +136,10 @@ impl Format for Llama31 {
 pub(crate) fn push_generated(out: &mut String, text: &str) {
     render::header(out, "assistant");
     out.push_str(text);
-    if ![EOT, EOM, END_OF_TEXT].iter().any(|stop| text.ends_with(stop)) {
+    if ![EOT, EOM, END_OF_TEXT]
+        .iter()
+        .any(|stop| text.ends_with(stop))
+    {
         out.push_str(EOT);
     }
 }

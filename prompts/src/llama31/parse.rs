@@ -38,10 +38,20 @@ mod tests {
                     json!({"type": "object", "properties": {"city": {}, "unit": {}}}),
                 ),
                 spec("get_time", json!({"type": "object", "properties": {}})),
-                spec("math.factorial", json!({"type": "object", "properties": {"n": {}}})),
-                spec("trending_songs", json!({"type": "object", "properties": {"n": {}, "genre": {}}})),
+                spec(
+                    "math.factorial",
+                    json!({"type": "object", "properties": {"n": {}}}),
+                ),
+                spec(
+                    "trending_songs",
+                    json!({"type": "object", "properties": {"n": {}, "genre": {}}}),
+                ),
             ],
-            &[BuiltinTool::BraveSearch, BuiltinTool::WolframAlpha, BuiltinTool::CodeInterpreter],
+            &[
+                BuiltinTool::BraveSearch,
+                BuiltinTool::WolframAlpha,
+                BuiltinTool::CodeInterpreter,
+            ],
         )
     }
 
@@ -65,7 +75,11 @@ mod tests {
         for event in parser.finish() {
             message.apply(event);
         }
-        assert_eq!(message, parse(text), "streamed and whole parses differ for {text:?}");
+        assert_eq!(
+            message,
+            parse(text),
+            "streamed and whole parses differ for {text:?}"
+        );
         message
     }
 
@@ -76,19 +90,39 @@ mod tests {
     #[test]
     fn plain_text_with_stop_kinds() {
         let m = parse_streamed("Hello there.<|eot_id|>");
-        assert_eq!((m.content.as_str(), m.stop), ("Hello there.", Some(StopKind::Eot)));
+        assert_eq!(
+            (m.content.as_str(), m.stop),
+            ("Hello there.", Some(StopKind::Eot))
+        );
         assert!(m.tool_calls.is_empty() && m.errors.is_empty());
         assert_eq!(parse_streamed("Hi").stop, None);
-        assert_eq!(parse_streamed("x < y and {not json} [1]<|eom_id|>").content, "x < y and {not json} [1]");
+        assert_eq!(
+            parse_streamed("x < y and {not json} [1]<|eom_id|>").content,
+            "x < y and {not json} [1]"
+        );
     }
 
     #[test]
     fn builtin_calls() {
-        let m = parse_streamed("<|python_tag|>brave_search.call(query=\"latest price of 1oz gold\")<|eom_id|>");
-        assert_eq!(m.tool_calls, vec![call("brave_search", json!({"query": "latest price of 1oz gold"}))]);
+        let m = parse_streamed(
+            "<|python_tag|>brave_search.call(query=\"latest price of 1oz gold\")<|eom_id|>",
+        );
+        assert_eq!(
+            m.tool_calls,
+            vec![call(
+                "brave_search",
+                json!({"query": "latest price of 1oz gold"})
+            )]
+        );
         assert_eq!(m.stop, Some(StopKind::Eom));
         let m = parse_streamed("<|python_tag|>wolfram_alpha.call(query='x\\'s \\u00e9', limit=3, exact=True)<|eom_id|>");
-        assert_eq!(m.tool_calls, vec![call("wolfram_alpha", json!({"query": "x's é", "limit": 3, "exact": true}))]);
+        assert_eq!(
+            m.tool_calls,
+            vec![call(
+                "wolfram_alpha",
+                json!({"query": "x's é", "limit": 3, "exact": true})
+            )]
+        );
     }
 
     #[test]
@@ -96,9 +130,15 @@ mod tests {
         // Meta's own example, syntax error included.
         let code = "def is_prime(n):\n    if n <= 1\n        return False\n    return True\n\nprint(is_prime(7))  # Output: True";
         let m = parse_streamed(&format!("<|python_tag|>{code}<|eom_id|>"));
-        assert_eq!(m.tool_calls, vec![call("code_interpreter", json!({"code": code}))]);
+        assert_eq!(
+            m.tool_calls,
+            vec![call("code_interpreter", json!({"code": code}))]
+        );
         let m = parse_streamed("<|python_tag|>print(\"hi\")<|eom_id|>");
-        assert_eq!(m.tool_calls, vec![call("code_interpreter", json!({"code": "print(\"hi\")"}))]);
+        assert_eq!(
+            m.tool_calls,
+            vec![call("code_interpreter", json!({"code": "print(\"hi\")"}))]
+        );
     }
 
     #[test]
@@ -121,7 +161,10 @@ mod tests {
 
     #[test]
     fn function_tags_with_and_without_closing_tag() {
-        let expected = vec![call("trending_songs", json!({"n": 10, "filter": {"genre": "all", "years": [2023, 2024]}}))];
+        let expected = vec![call(
+            "trending_songs",
+            json!({"n": 10, "filter": {"genre": "all", "years": [2023, 2024]}}),
+        )];
         for text in [
             "<function=trending_songs>{\"n\": 10, \"filter\": {\"genre\": \"all\", \"years\": [2023, 2024]}}</function><|eot_id|>",
             "<function=trending_songs>{\"n\": 10, \"filter\": {\"genre\": \"all\", \"years\": [2023, 2024]}}<|eot_id|>",
@@ -157,25 +200,43 @@ mod tests {
             m.tool_calls,
             vec![
                 call("math.factorial", json!({"n": 5})),
-                call("get_weather", json!({"city": "Zürich", "unit": {"kind": ["C", null], "ok": false}})),
+                call(
+                    "get_weather",
+                    json!({"city": "Zürich", "unit": {"kind": ["C", null], "ok": false}})
+                ),
             ]
         );
         let m = parse_streamed("{\"name\": \"math.factorial\", \"parameters\": {\"n\": -2.5e3}}");
-        assert_eq!(m.tool_calls, vec![call("math.factorial", json!({"n": -2500.0}))]);
+        assert_eq!(
+            m.tool_calls,
+            vec![call("math.factorial", json!({"n": -2500.0}))]
+        );
     }
 
     #[test]
     fn unicode_and_escapes_in_arguments() {
         let m = parse_streamed("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"S\\u00e3o Paulo \\\"SP\\\" 東京 🌧\"}}");
-        assert_eq!(m.tool_calls, vec![call("get_weather", json!({"city": "São Paulo \"SP\" 東京 🌧"}))]);
+        assert_eq!(
+            m.tool_calls,
+            vec![call(
+                "get_weather",
+                json!({"city": "São Paulo \"SP\" 東京 🌧"})
+            )]
+        );
     }
 
     #[test]
     fn json_in_text_is_a_call_only_when_it_names_a_known_tool() {
-        let m = parse_streamed("Here is data: {\"name\": \"Bob\", \"parameters\": {\"age\": 3}} ok<|eot_id|>");
-        assert_eq!(m.content, "Here is data: {\"name\": \"Bob\", \"parameters\": {\"age\": 3}} ok");
+        let m = parse_streamed(
+            "Here is data: {\"name\": \"Bob\", \"parameters\": {\"age\": 3}} ok<|eot_id|>",
+        );
+        assert_eq!(
+            m.content,
+            "Here is data: {\"name\": \"Bob\", \"parameters\": {\"age\": 3}} ok"
+        );
         assert!(m.tool_calls.is_empty() && m.errors.is_empty());
-        let m = parse_streamed("Let me check. {\"name\": \"get_time\", \"parameters\": {}}<|eom_id|>");
+        let m =
+            parse_streamed("Let me check. {\"name\": \"get_time\", \"parameters\": {}}<|eom_id|>");
         assert_eq!(m.content, "Let me check.");
         assert_eq!(m.tool_calls, vec![call("get_time", json!({}))]);
         let m = parse_streamed("{\"name\": \"Bob\", \"age\": 3}");
@@ -188,25 +249,46 @@ mod tests {
         assert!(m.tool_calls.is_empty());
         assert_eq!(
             m.errors[0].kind,
-            ParseErrorKind::UnknownTool { name: "launch_rockets".into() }
+            ParseErrorKind::UnknownTool {
+                name: "launch_rockets".into()
+            }
         );
         let m = parse_streamed("[get_time(), fly(to=\"moon\")]");
         assert_eq!(m.tool_calls, vec![call("get_time", json!({}))]);
-        assert_eq!(m.errors[0].kind, ParseErrorKind::UnknownTool { name: "fly".into() });
+        assert_eq!(
+            m.errors[0].kind,
+            ParseErrorKind::UnknownTool { name: "fly".into() }
+        );
         let m = parse_streamed("<function=nope>{}</function>");
-        assert_eq!(m.errors[0].kind, ParseErrorKind::UnknownTool { name: "nope".into() });
+        assert_eq!(
+            m.errors[0].kind,
+            ParseErrorKind::UnknownTool {
+                name: "nope".into()
+            }
+        );
     }
 
     #[test]
     fn malformed_calls_are_structured_errors() {
-        let m = parse_streamed("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"<|eom_id|>");
+        let m = parse_streamed(
+            "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"<|eom_id|>",
+        );
         assert!(m.tool_calls.is_empty());
-        assert!(matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }), "{m:?}");
+        assert!(
+            matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }),
+            "{m:?}"
+        );
         assert_eq!(m.stop, Some(StopKind::Eom));
         let m = parse_streamed("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Par");
-        assert!(matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }), "{m:?}");
+        assert!(
+            matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }),
+            "{m:?}"
+        );
         let m = parse_streamed("{\"name\": \"get_weather\", \"parameters\": [1]}");
-        assert!(matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }), "{m:?}");
+        assert!(
+            matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }),
+            "{m:?}"
+        );
         assert!(m.errors[0].to_string().contains("must be a JSON object"));
     }
 
@@ -214,16 +296,33 @@ mod tests {
     fn without_code_interpreter_raw_code_is_an_unknown_tool() {
         let tools = ToolSet::new(&[], &[BuiltinTool::BraveSearch]);
         let m = parse_with(tools.clone(), "<|python_tag|>import os<|eom_id|>");
-        assert_eq!(m.errors[0].kind, ParseErrorKind::UnknownTool { name: "code_interpreter".into() });
-        let m = parse_with(tools, "<|python_tag|>brave_search.call(query=\"a\"<|eom_id|>");
-        assert!(matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }), "{m:?}");
+        assert_eq!(
+            m.errors[0].kind,
+            ParseErrorKind::UnknownTool {
+                name: "code_interpreter".into()
+            }
+        );
+        let m = parse_with(
+            tools,
+            "<|python_tag|>brave_search.call(query=\"a\"<|eom_id|>",
+        );
+        assert!(
+            matches!(m.errors[0].kind, ParseErrorKind::MalformedCall { .. }),
+            "{m:?}"
+        );
     }
 
     #[test]
     fn permissive_tool_set_accepts_any_name_at_the_start() {
-        let m = parse_with(ToolSet::permissive(), "{\"name\": \"anything\", \"parameters\": {\"a\": 1}}");
+        let m = parse_with(
+            ToolSet::permissive(),
+            "{\"name\": \"anything\", \"parameters\": {\"a\": 1}}",
+        );
         assert_eq!(m.tool_calls, vec![call("anything", json!({"a": 1}))]);
-        let m = parse_with(ToolSet::permissive(), "text {\"name\": \"anything\", \"parameters\": {}}");
+        let m = parse_with(
+            ToolSet::permissive(),
+            "text {\"name\": \"anything\", \"parameters\": {}}",
+        );
         assert!(m.tool_calls.is_empty());
     }
 

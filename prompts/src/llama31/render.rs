@@ -62,13 +62,16 @@ pub(super) fn render(
                 return Err(RenderError::Misplaced {
                     index,
                     role: role_name(other),
-                    reason: "tools go in the first user message, so a user message must come first".into(),
+                    reason: "tools go in the first user message, so a user message must come first"
+                        .into(),
                 })
             }
         };
         messages = &messages[1..];
         header(&mut out, "user");
-        out.push_str("Given the following functions, please respond with a JSON for a function call ");
+        out.push_str(
+            "Given the following functions, please respond with a JSON for a function call ",
+        );
         out.push_str("with its proper arguments that best answers the given prompt.\n\n");
         out.push_str(RESPOND_FORMAT);
         out.push_str("Do not use variables.\n\n");
@@ -112,10 +115,12 @@ fn render_message(out: &mut String, message: &Message, builtins: Option<&[Builti
             header(out, "ipython");
             match content {
                 // The template writes mappings and iterables (strings included) with `tojson`.
-                ToolOutput::Text(text) => out.push_str(&pyjson::dumps(&Value::String(text.clone()))),
-                ToolOutput::Json(value @ (Value::Object(_) | Value::Array(_) | Value::String(_))) => {
-                    out.push_str(&pyjson::dumps(value))
+                ToolOutput::Text(text) => {
+                    out.push_str(&pyjson::dumps(&Value::String(text.clone())))
                 }
+                ToolOutput::Json(
+                    value @ (Value::Object(_) | Value::Array(_) | Value::String(_)),
+                ) => out.push_str(&pyjson::dumps(value)),
                 ToolOutput::Json(scalar) => out.push_str(&pyjson::python_str(scalar)),
             }
             out.push_str(EOT);
@@ -215,7 +220,8 @@ mod tests {
 
     #[test]
     fn plain_chat() {
-        let conversation = Conversation::new(vec![Message::system(" Be brief. "), Message::user("Hi\n")]);
+        let conversation =
+            Conversation::new(vec![Message::system(" Be brief. "), Message::user("Hi\n")]);
         let format = Llama31::new(Style::Template).with_date(Some("21 Sep 2024".into()));
         assert_eq!(
             format.render_text(&conversation, true).unwrap(),
@@ -244,7 +250,8 @@ mod tests {
 
     #[test]
     fn tools_need_a_first_user_message() {
-        let conversation = Conversation::new(vec![Message::system("x")]).with_tools(vec![weather()]);
+        let conversation =
+            Conversation::new(vec![Message::system("x")]).with_tools(vec![weather()]);
         assert_eq!(
             Llama31::new(Style::Template).render_text(&conversation, true),
             Err(RenderError::NoFirstUserMessage)

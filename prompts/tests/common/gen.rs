@@ -56,7 +56,13 @@ pub enum Turn {
     System(String),
     Text(String),
     /// A call: `builtin` picks a builtin tool of the conversation when there is one.
-    Call { builtin: bool, index: usize, name: String, args: Value, string_args: Vec<(String, String)> },
+    Call {
+        builtin: bool,
+        index: usize,
+        name: String,
+        args: Value,
+        string_args: Vec<(String, String)>,
+    },
     Result(ToolOutput),
 }
 
@@ -94,48 +100,62 @@ pub fn case() -> impl Strategy<Value = Case> {
         text(),
         prop::collection::vec(turn(), 0..7),
     )
-        .prop_map(|(system, tools, builtins, in_user, date, gen, first, turns)| {
-            let mut messages = Vec::new();
-            if let Some(system) = system {
-                messages.push(Message::system(system));
-            }
-            messages.push(Message::user(first));
-            let tool_names: Vec<String> =
-                tools.iter().flatten().map(|t| t.name.clone()).collect();
-            for turn in turns {
-                messages.push(match turn {
-                    Turn::User(t) => Message::user(t),
-                    Turn::System(t) => Message::system(t),
-                    Turn::Text(t) => Message::assistant(t),
-                    Turn::Result(output) => Message::Tool { content: output },
-                    Turn::Call { builtin, index, name, args, string_args } => {
-                        let builtin_list = builtins.as_deref().unwrap_or_default();
-                        let call = if builtin && !builtin_list.is_empty() {
-                            // The template concatenates builtin arguments as strings.
-                            let args: Map<String, Value> = string_args
-                                .into_iter()
-                                .map(|(k, v)| (k, Value::String(v)))
-                                .collect();
-                            ToolCall::new(builtin_list[index % builtin_list.len()].name(), Value::Object(args))
-                        } else if !tool_names.is_empty() && index % 3 != 0 {
-                            ToolCall::new(tool_names[index % tool_names.len()].clone(), args)
-                        } else {
-                            ToolCall::new(name, args)
-                        };
-                        Message::tool_calls(vec![call])
-                    }
-                });
-            }
-            Case {
-                conversation: Conversation { messages, tools, builtin_tools: builtins },
-                format: Llama31 {
-                    style: Style::Template,
-                    date,
-                    tools_in_user_message: in_user,
-                    tool_prompt: ToolPrompt::Json,
-                },
-                add_generation_prompt: gen,
-            }
-        })
+        .prop_map(
+            |(system, tools, builtins, in_user, date, gen, first, turns)| {
+                let mut messages = Vec::new();
+                if let Some(system) = system {
+                    messages.push(Message::system(system));
+                }
+                messages.push(Message::user(first));
+                let tool_names: Vec<String> =
+                    tools.iter().flatten().map(|t| t.name.clone()).collect();
+                for turn in turns {
+                    messages.push(match turn {
+                        Turn::User(t) => Message::user(t),
+                        Turn::System(t) => Message::system(t),
+                        Turn::Text(t) => Message::assistant(t),
+                        Turn::Result(output) => Message::Tool { content: output },
+                        Turn::Call {
+                            builtin,
+                            index,
+                            name,
+                            args,
+                            string_args,
+                        } => {
+                            let builtin_list = builtins.as_deref().unwrap_or_default();
+                            let call = if builtin && !builtin_list.is_empty() {
+                                // The template concatenates builtin arguments as strings.
+                                let args: Map<String, Value> = string_args
+                                    .into_iter()
+                                    .map(|(k, v)| (k, Value::String(v)))
+                                    .collect();
+                                ToolCall::new(
+                                    builtin_list[index % builtin_list.len()].name(),
+                                    Value::Object(args),
+                                )
+                            } else if !tool_names.is_empty() && index % 3 != 0 {
+                                ToolCall::new(tool_names[index % tool_names.len()].clone(), args)
+                            } else {
+                                ToolCall::new(name, args)
+                            };
+                            Message::tool_calls(vec![call])
+                        }
+                    });
+                }
+                Case {
+                    conversation: Conversation {
+                        messages,
+                        tools,
+                        builtin_tools: builtins,
+                    },
+                    format: Llama31 {
+                        style: Style::Template,
+                        date,
+                        tools_in_user_message: in_user,
+                        tool_prompt: ToolPrompt::Json,
+                    },
+                    add_generation_prompt: gen,
+                }
+            },
+        )
 }
-

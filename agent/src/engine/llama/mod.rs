@@ -6,6 +6,7 @@
 //! caller's thread runs its callback, so cancellation from the callback (or any thread, through
 //! the [`CancelToken`](super::CancelToken)) is seen before the next token is sampled.
 
+mod constraint;
 mod worker;
 
 use std::path::Path;
@@ -63,10 +64,11 @@ pub fn tokenize_with_vocab(path: &Path, text: &str) -> Result<Vec<Token>, Engine
     check_model_file(path)?;
     let backend = backend(false)?;
     let params = LlamaModelParams::default().with_vocab_only(true);
-    let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let model =
+        LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(model
         .vocab()
         .tokenize(text.as_bytes(), false, true)
@@ -122,7 +124,15 @@ impl LlamaEngine {
         std::thread::Builder::new()
             .name("corral-llama".into())
             .spawn(move || {
-                worker::run(backend, &path, &summary, &options, ready_tx, inbox, worker_cached);
+                worker::run(
+                    backend,
+                    &path,
+                    &summary,
+                    &options,
+                    ready_tx,
+                    inbox,
+                    worker_cached,
+                );
             })
             .map_err(|e| EngineError::Config(format!("cannot start the engine thread: {e}")))?;
         let info = ready_rx.recv().map_err(|_| EngineError::EngineGone)??;

@@ -15,11 +15,12 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::constraint::{ConstraintTracker, Engage, GrammarFactory};
 use super::{Command, Event};
 use crate::engine::options::{available_memory_bytes, choose_context};
 use crate::engine::{
-    common_prefix, EngineError, EngineOptions, FlashAttention, GenerateRequest, Generation,
-    KvType, ModelInfo, PieceDecoder, Sampling, StopMatcher, StopReason, StopScan, Token,
+    common_prefix, EngineError, EngineOptions, FlashAttention, GenerateRequest, Generation, KvType,
+    ModelInfo, PieceDecoder, Sampling, StopMatcher, StopReason, StopScan, Token,
 };
 use crate::model::gguf::GgufSummary;
 
@@ -57,6 +58,7 @@ pub(super) fn run(
         cache: Vec::new(),
         batch_size: options.batch.max(1) as usize,
         cached,
+        grammar_factory: None,
     };
     for command in inbox {
         match command {
@@ -118,8 +120,13 @@ fn new_context<'m>(
 ) -> Result<(LlamaContext<'m>, ModelInfo), EngineError> {
     let trained = model.n_ctx_train();
     let per_token = kv_bytes_per_token(model, options.kv_type);
-    let n_ctx = choose_context(options.context_tokens, trained, per_token, available_memory_bytes())
-        .map_err(EngineError::Config)?;
+    let n_ctx = choose_context(
+        options.context_tokens,
+        trained,
+        per_token,
+        available_memory_bytes(),
+    )
+    .map_err(EngineError::Config)?;
     let kv = match options.kv_type {
         KvType::F16 => KvCacheType::F16,
         KvType::Q8_0 => KvCacheType::Q8_0,
@@ -146,7 +153,10 @@ fn new_context<'m>(
         name: summary.name.clone(),
         context_tokens: ctx.n_ctx() as usize,
         trained_context_tokens: trained as usize,
-        chat_template: model.chat_template(None).ok().and_then(|t| t.to_string().ok()),
+        chat_template: model
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok()),
     };
     Ok((ctx, info))
 }
@@ -158,6 +168,8 @@ struct Session<'m> {
     cache: Vec<Token>,
     batch_size: usize,
     cached: Arc<AtomicUsize>,
+    /// Built on the first constrained request (it walks the whole vocabulary).
+    grammar_factory: Option<GrammarFactory>,
 }
 
 impl Session<'_> {
@@ -252,6 +264,17 @@ impl Session<'_> {
 
         let started = Instant::now();
         let mut sampler = self.sampler(&request.sampling);
+        let mut tracker = request.constraint.as_ref().map(ConstraintTracker::new);
+        if let Some(tracker) = tracker.as_mut() {
+            if self.grammar_factory.is_none() {
+                self.grammar_factory = Some(GrammarFactory::new(self.model)?);
+            }
+            let factory = self.grammar_factory.as_ref().expect("built above");
+            if let Some(matcher) = tracker.immediate(factory)? {
+                sampler = LlamaSampler::chain_simple([LlamaSampler::from(matcher), sampler]);
+            }
+        }
+        let mut raw_text = String::new();
         let mut decoder = PieceDecoder::new();
         let mut matcher = StopMatcher::new(&request.stop_strings);
         let mut text = String::new();
@@ -283,7 +306,18 @@ impl Session<'_> {
                 break StopReason::StopToken(token.0);
             }
             let piece = vocab.token_to_piece(token, true, None);
-            match matcher.push(&decoder.push(&piece)) {
+            let chunk = decoder.push(&piece);
+            raw_text.push_str(&chunk);
+            if let (Some(tracker), Some(factory)) = (tracker.as_mut(), self.grammar_factory.as_ref()) {
+                let piece_text = String::from_utf8_lossy(&piece);
+                let retokenize = |s: &str| -> Vec<Token> {
+                    vocab.tokenize(s.as_bytes(), false, true).into_iter().map(|t| t.0).collect()
+                };
+                if let Engage::With(m) = tracker.after_token(factory, &piece_text, &raw_text, retokenize) {
+                    sampler = LlamaSampler::chain_simple([LlamaSampler::from(m), sampler]);
+                }
+            }
+            match matcher.push(&chunk) {
                 StopScan::Continue(chunk) => emit(&chunk, &mut text),
                 StopScan::Stopped { emit: chunk, stop } => {
                     emit(&chunk, &mut text);
@@ -304,6 +338,7 @@ impl Session<'_> {
             generated_tokens: generated,
             prompt_seconds,
             generate_seconds: started.elapsed().as_secs_f64(),
+            constrained: tracker.is_some_and(|t| t.engaged()),
         })
     }
 }

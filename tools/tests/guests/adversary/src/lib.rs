@@ -18,6 +18,7 @@ const TOOLS: &[&str] = &[
     "panic",
     "big_result",
     "big_stdout",
+    "log",
     "env",
     "socket",
     "read",
@@ -108,6 +109,11 @@ impl Plugin for Adversary {
                     err.write_all(&chunk).map_err(|e| e.to_string())?;
                 }
                 Output::text("flooded")
+            }
+            "log" => {
+                corral_sdk::log::info("hello from the guest");
+                corral_sdk::log::error(&"e".repeat(usize::try_from(n).unwrap_or(0)));
+                Output::text("logged")
             }
             "env" => match std::env::var(s(&args, "name")) {
                 Ok(v) => Output::text(format!("ok: {v}")),
