@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use corral::engine::{self, generate_to_string, EngineOptions, GenerateRequest, Sampling};
+use corral_prompts::hermes::Hermes;
+use corral_prompts::{Conversation, Format, Message, ToolChoice, ToolSpec};
 
 const REPS: usize = 5;
 const PROMPT_TOKENS: usize = 128;
@@ -121,6 +123,7 @@ fn main() {
     }
     // The first repetition warms caches, as llama-bench's warm-up run does.
     let (corral_pp, corral_tg) = (median(pp[1..].to_vec()), median(tg[1..].to_vec()));
+    let (free_tg, constrained_tg) = constrained_rates(backend.as_mut());
     let (ref_pp, ref_tg) = llama_bench(&bench_bin, model.to_str().unwrap(), threads);
     println!(
         "model: {}  threads: {threads}  prompt: {prompt_tokens} tokens  reps: {REPS}",
@@ -144,4 +147,52 @@ fn main() {
         ref_tg,
         corral_tg / ref_tg
     );
+    println!(
+        "tool-call generation (ChatML, tool_choice=required): {constrained_tg:.1} t/s constrained vs \
+         {free_tg:.1} t/s free on the same prompt: slowdown {:.1}%",
+        (1.0 - constrained_tg / free_tg) * 100.0
+    );
+}
+
+/// Tokens per second generating a turn for a one-tool conversation, free vs constrained to a
+/// call (the grammar engaged from the first token). Medians over `REPS`.
+fn constrained_rates(backend: &mut dyn engine::Backend) -> (f64, f64) {
+    let template = backend
+        .info()
+        .chat_template
+        .clone()
+        .expect("model has a chat template");
+    let format = Hermes::new(&template, "", "<|im_end|>").expect("ChatML template");
+    let weather = ToolSpec::new(
+        "get_weather",
+        "Current weather in a city",
+        serde_json::json!({"type": "object", "properties": {"city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"]}),
+    );
+    let conversation = Conversation::new(vec![Message::user("Weather in Paris, in celsius?")])
+        .with_tools(vec![weather]);
+    let prompt = format.render(&conversation, true).expect("render");
+    let constraint = format
+        .constraint(&conversation, &ToolChoice::Required)
+        .expect("constraint");
+    let mut rates = |constraint: Option<corral_prompts::ToolConstraint>| {
+        let mut values = Vec::new();
+        for _ in 0..=REPS {
+            backend.truncate_cache(0).unwrap();
+            let request = GenerateRequest {
+                prompt: prompt.clone(),
+                max_tokens: Some(GEN_TOKENS),
+                sampling: Sampling::greedy(),
+                constraint: constraint.clone(),
+                ..GenerateRequest::default()
+            };
+            let g = generate_to_string(backend, &request).unwrap();
+            values.push(g.generated_tokens as f64 / g.generate_seconds);
+        }
+        median(values[1..].to_vec())
+    };
+    let free = rates(None);
+    let constrained = rates(constraint);
+    (free, constrained)
 }

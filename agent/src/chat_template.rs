@@ -1,8 +1,10 @@
-//! Rendering a plain chat through the model's own embedded chat template (Jinja), for models
-//! and conversations without tools.
+//! Rendering a plain chat (no tools) through the model's own embedded chat template, with the
+//! Hugging Face-compatible Jinja environment of `corral-prompts`.
 
-use minijinja::{context, Environment};
 use serde::Serialize;
+
+use corral_prompts::jinja;
+use corral_prompts::RenderError;
 
 use crate::engine::ModelInfo;
 
@@ -28,7 +30,8 @@ impl ChatMessage {
 /// A model's chat template, ready to render.
 #[derive(Debug)]
 pub struct ChatTemplate {
-    source: String,
+    template: jinja::ChatTemplate,
+    stops: Vec<String>,
 }
 
 /// Why a template cannot be used.
@@ -37,19 +40,27 @@ pub enum TemplateError {
     /// The model has no template.
     #[error("the model has no chat template: use `corral generate` for raw completion")]
     Missing,
-    /// The template failed to parse or render.
+    /// The template failed to compile or render.
     #[error("the model's chat template failed: {0}")]
-    Render(#[from] minijinja::Error),
+    Render(#[from] RenderError),
 }
 
 impl ChatTemplate {
     /// The template embedded in the model.
     ///
     /// # Errors
-    /// [`TemplateError::Missing`] when the GGUF has none.
+    /// [`TemplateError::Missing`] when the GGUF has none; a template that does not compile.
     pub fn for_model(info: &ModelInfo) -> Result<Self, TemplateError> {
-        let source = info.chat_template.clone().ok_or(TemplateError::Missing)?;
-        let template = Self { source };
+        let source = info.chat_template.as_deref().ok_or(TemplateError::Missing)?;
+        let stops = ["<|im_end|>", "<|eot_id|>", "<|end|>"]
+            .iter()
+            .filter(|s| source.contains(*s))
+            .map(|s| s.to_string())
+            .collect();
+        let template = Self {
+            template: jinja::ChatTemplate::new(source, "", "")?,
+            stops,
+        };
         template.render(&[ChatMessage::new("user", "check")], true)?;
         Ok(template)
     }
@@ -63,35 +74,15 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        let template = env.template_from_str(&self.source)?;
-        Ok(template.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => "",
-            eos_token => "",
-        })?)
+        let context = serde_json::json!({
+            "messages": messages,
+            "add_generation_prompt": add_generation_prompt,
+        });
+        Ok(self.template.render(&context)?)
     }
 
     /// Text that ends an assistant turn in this template, besides the model's end tokens.
     pub fn stop_strings(&self) -> Vec<String> {
-        ["<|im_end|>", "<|eot_id|>", "<|end|>"]
-            .iter()
-            .filter(|s| self.source.contains(*s))
-            .map(|s| s.to_string())
-            .collect()
+        self.stops.clone()
     }
 }

@@ -131,11 +131,17 @@ fn main() {
         us(pct(&mut native, 0.99))
     );
 
+    let va_before = vm_size_bytes();
     let pooled = Sandbox::new(SandboxConfig {
         cache_dir: None,
         pool: Some(PoolConfig::default()),
     })
     .unwrap();
+    println!(
+        "pooling allocator address space reserved  {:>8.1} GiB ({:?})",
+        (vm_size_bytes().saturating_sub(va_before)) as f64 / (1u64 << 30) as f64,
+        PoolConfig::default()
+    );
     warm("pooling allocator", &pooled, &wc);
     let on_demand = Sandbox::new(SandboxConfig::default()).unwrap();
     warm("on-demand allocator", &on_demand, &wc);

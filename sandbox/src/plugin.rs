@@ -12,6 +12,10 @@ use crate::limits::Limits;
 use crate::output::{truncate_with_marker, CappedPipe};
 use crate::runtime::{Sandbox, EPOCH_TICK};
 
+/// Deadline for `list-tools`, which runs every time plugins load: a plugin that stalls there
+/// must not stall every `corral` start for the full call deadline.
+pub const LIST_TOOLS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One tool as the plugin describes it (MCP `Tool`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolSpec {
@@ -85,12 +89,19 @@ impl Plugin {
         &self.sha256
     }
 
-    /// Asks the plugin for its tools, with default limits and no rights.
+    /// Asks the plugin for its tools, with default limits (but a [`LIST_TOOLS_DEADLINE`]
+    /// deadline) and no rights.
     ///
     /// # Errors
     /// [`ErrorKind::Inspect`] when the guest traps or hits a limit.
     pub fn list_tools(&self) -> Result<Vec<ToolSpec>, Error> {
-        let ctx = CallContext::default();
+        let ctx = CallContext {
+            limits: Limits {
+                deadline: LIST_TOOLS_DEADLINE,
+                ..Limits::default()
+            },
+            ..CallContext::default()
+        };
         let specs = self
             .block_on(self.run(&ctx, |bindings, store| {
                 Box::pin(async move { bindings.corral_tool_tool().call_list_tools(store).await })
