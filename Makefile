@@ -13,7 +13,7 @@ CORRAL := $(CARGO_TARGET_DIR)/release/corral
 .PHONY: run test setup build model fixtures plugins bench lint
 
 ## Chat with the default model (pulled on first use). Extra arguments: make run ARGS="..."
-run: build model
+run: build model plugins
 	$(CORRAL) $(ARGS)
 
 ## The whole test suite: unit, integration (real default model), prompts, sandbox.
@@ -32,9 +32,9 @@ model: build
 fixtures: setup
 	@python3 scripts/fixtures.py
 
-# Builtin tool plugins (wasm32-wasip2 components), when the sandbox build script exists.
+# Builtin tool plugins (wasm32-wasip2 components) next to the corral binary.
 plugins: setup
-	@if [ -x scripts/build-plugins.sh ]; then scripts/build-plugins.sh; fi
+	@scripts/build-plugins.sh
 
 ## Generation speed of corral vs llama.cpp's own llama-bench, same model and threads.
 bench: build model

@@ -1,4 +1,5 @@
-//! Generation speed: corral's engine vs llama.cpp's own `llama-bench`, in one run, as ratios.
+//! Generation speed: corral's engine vs llama.cpp's own `llama-bench`, in one run, as ratios;
+//! then the cost of constrained tool calls.
 //!
 //! Run with `make bench` (builds llama-bench, then this). Both use the same model file, thread
 //! count and llama.cpp source. Measured like llama-bench: pp = prompt tokens per second for a
@@ -6,7 +7,23 @@
 //! near-empty context. corral's figures include its sampling (greedy), UTF-8 decoding and stop
 //! checks, which llama-bench does not do. Each side runs `REPS` times; medians are compared.
 //!
-//! Environment: `LLAMA_BENCH` (path of llama-bench), `BENCH_MODEL` (GGUF), `BENCH_THREADS`.
+//! # Constrained tool calls
+//! The last line compares a ChatML turn constrained to a call (`tool_choice=required`, one
+//! tool, greedy, at most `GEN_TOKENS` tokens) with free generation of *the same number of
+//! tokens at the same depth*: the free run's prompt is padded text with exactly as many tokens
+//! as the tool prompt, and it is asked for exactly as many tokens as the constrained turn
+//! produced (free generation on the tool prompt itself would stop after a few tokens of prose,
+//! and a decode step costs the same whatever the token is, so only the count and the depth must
+//! match). Both times are the engine's `generate_seconds`: everything after the prompt is
+//! evaluated, so the constrained side includes cloning the cached grammar, computing a token
+//! mask per sampled token, fast-forwarding tokens the grammar forces (evaluated in one batch),
+//! and text decoding. The runs alternate, so a change in machine load hits both; the figure is
+//! the median over `REPS` of each pair's ratio. One-off costs (walking the vocabulary to build
+//! llguidance's token trie, compiling the grammar) fall on the first constrained turn, which is
+//! reported separately and left out of the medians.
+//!
+//! Environment: `LLAMA_BENCH` (path of llama-bench; without it only the constrained comparison
+//! runs), `BENCH_MODEL` (GGUF), `BENCH_THREADS`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,6 +52,10 @@ fn llama_bench(bin: &str, model: &str, threads: u32) -> (f64, f64) {
             &GEN_TOKENS.to_string(),
         ])
         .args(["-r", &REPS.to_string(), "-o", "json"])
+        // llama-bench's AMX weight repacking dies with SIGILL on this VM (its prompt processing
+        // runs AMX tile instructions the kernel has not enabled for it); corral's engine runs
+        // with repacking. `--repack 0` keeps the reference running: see the note in README.
+        .args(["--repack", "0"])
         .output()
         .expect("run llama-bench");
     assert!(
@@ -55,25 +76,22 @@ fn llama_bench(bin: &str, model: &str, threads: u32) -> (f64, f64) {
     (rate(PROMPT_TOKENS as u64, 0), rate(0, GEN_TOKENS as u64))
 }
 
-/// A prompt of exactly `PROMPT_TOKENS` tokens for this model.
-fn prompt_of_128_tokens(backend: &mut dyn engine::Backend) -> String {
+/// A prompt of exactly `tokens` tokens for this model (a list the model goes on with).
+fn prompt_of_tokens(backend: &mut dyn engine::Backend, tokens: usize) -> String {
     let mut text = String::new();
     let mut n = 0;
-    while backend.tokenize(&text, true).unwrap().len() < PROMPT_TOKENS {
+    while backend.tokenize(&text, true).unwrap().len() < tokens {
         n += 1;
         text.push_str(&format!(" item {n},"));
     }
-    while backend.tokenize(&text, true).unwrap().len() > PROMPT_TOKENS {
+    while backend.tokenize(&text, true).unwrap().len() > tokens {
         text.pop();
     }
     text
 }
 
 fn main() {
-    let Ok(bench_bin) = std::env::var("LLAMA_BENCH") else {
-        eprintln!("set LLAMA_BENCH (run `make bench`, which builds llama-bench)");
-        return;
-    };
+    let bench_bin = std::env::var("LLAMA_BENCH").ok();
     let model = PathBuf::from(std::env::var("BENCH_MODEL").expect("BENCH_MODEL"));
     let threads: u32 = std::env::var("BENCH_THREADS")
         .ok()
@@ -85,8 +103,13 @@ fn main() {
         ..EngineOptions::default()
     };
     let mut backend = engine::llama::load(&model, &options).expect("load model");
+    let Some(bench_bin) = bench_bin else {
+        eprintln!("LLAMA_BENCH is not set: only the constrained comparison runs");
+        print_constrained(&constrained_cost(backend.as_mut()));
+        return;
+    };
 
-    let prompt = prompt_of_128_tokens(backend.as_mut());
+    let prompt = prompt_of_tokens(backend.as_mut(), PROMPT_TOKENS);
     let prompt_tokens = backend.tokenize(&prompt, true).unwrap().len();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
@@ -123,7 +146,7 @@ fn main() {
     }
     // The first repetition warms caches, as llama-bench's warm-up run does.
     let (corral_pp, corral_tg) = (median(pp[1..].to_vec()), median(tg[1..].to_vec()));
-    let (free_tg, constrained_tg) = constrained_rates(backend.as_mut());
+    let constrained = constrained_cost(backend.as_mut());
     let (ref_pp, ref_tg) = llama_bench(&bench_bin, model.to_str().unwrap(), threads);
     println!(
         "model: {}  threads: {threads}  prompt: {prompt_tokens} tokens  reps: {REPS}",
@@ -147,16 +170,47 @@ fn main() {
         ref_tg,
         corral_tg / ref_tg
     );
-    println!(
-        "tool-call generation (ChatML, tool_choice=required): {constrained_tg:.1} t/s constrained vs \
-         {free_tg:.1} t/s free on the same prompt: slowdown {:.1}%",
-        (1.0 - constrained_tg / free_tg) * 100.0
-    );
+    print_constrained(&constrained);
 }
 
-/// Tokens per second generating a turn for a one-tool conversation, free vs constrained to a
-/// call (the grammar engaged from the first token). Medians over `REPS`.
-fn constrained_rates(backend: &mut dyn engine::Backend) -> (f64, f64) {
+/// Constrained vs free generation over the same token count and depth (see the crate docs).
+struct ConstrainedCost {
+    /// Tokens each run generated (the constrained turn's count; the free run matches it).
+    tokens: usize,
+    /// Prompt tokens before them.
+    depth: usize,
+    /// Median milliseconds per generated token.
+    constrained_ms: f64,
+    free_ms: f64,
+    /// Median over pairs of constrained time / free time.
+    ratio: f64,
+    /// Milliseconds the first constrained turn took beyond the median one (token trie and
+    /// grammar compile).
+    one_off_ms: f64,
+    /// The constrained turn's text.
+    text: String,
+}
+
+fn print_constrained(cost: &ConstrainedCost) {
+    println!(
+        "tool-call turn (ChatML, tool_choice=required): {} tokens at depth {}: constrained \
+         {:.2} ms/token ({:.1} t/s) vs free {:.2} ms/token ({:.1} t/s): overhead {:+.1}% \
+         (median of {REPS} alternating pairs); one-off trie + compile {:.0} ms",
+        cost.tokens,
+        cost.depth,
+        cost.constrained_ms,
+        1e3 / cost.constrained_ms,
+        cost.free_ms,
+        1e3 / cost.free_ms,
+        (cost.ratio - 1.0) * 100.0,
+        cost.one_off_ms,
+    );
+    println!("constrained text: {:?}", cost.text);
+}
+
+/// Runs a constrained turn and a free one of the same length at the same depth, alternately,
+/// `REPS` times after a warm-up pair.
+fn constrained_cost(backend: &mut dyn engine::Backend) -> ConstrainedCost {
     let template = backend
         .info()
         .chat_template
@@ -176,23 +230,52 @@ fn constrained_rates(backend: &mut dyn engine::Backend) -> (f64, f64) {
     let constraint = format
         .constraint(&conversation, &ToolChoice::Required)
         .expect("constraint");
-    let mut rates = |constraint: Option<corral_prompts::ToolConstraint>| {
-        let mut values = Vec::new();
-        for _ in 0..=REPS {
-            backend.truncate_cache(0).unwrap();
-            let request = GenerateRequest {
-                prompt: prompt.clone(),
-                max_tokens: Some(GEN_TOKENS),
-                sampling: Sampling::greedy(),
-                constraint: constraint.clone(),
-                ..GenerateRequest::default()
-            };
-            let g = generate_to_string(backend, &request).unwrap();
-            values.push(g.generated_tokens as f64 / g.generate_seconds);
-        }
-        median(values[1..].to_vec())
+    let depth = backend.tokenize(&prompt, true).unwrap().len();
+    let padded = prompt_of_tokens(backend, depth);
+    let mut run = |prompt: &str, max_tokens: usize, constraint: Option<_>| {
+        backend.truncate_cache(0).unwrap();
+        let request = GenerateRequest {
+            prompt: prompt.to_string(),
+            max_tokens: Some(max_tokens),
+            sampling: Sampling::greedy(),
+            constraint,
+            ..GenerateRequest::default()
+        };
+        generate_to_string(backend, &request).unwrap()
     };
-    let free = rates(None);
-    let constrained = rates(constraint);
-    (free, constrained)
+    let (mut constrained_ms, mut free_ms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first_ms = 0.0;
+    let mut text = String::new();
+    let mut tokens = 0;
+    for rep in 0..=REPS {
+        let c = run(&prompt, GEN_TOKENS, constraint.clone());
+        assert!(c.constrained);
+        let f = run(&padded, c.generated_tokens, None);
+        assert_eq!(
+            f.generated_tokens, c.generated_tokens,
+            "free generation ended early: {:?}",
+            f.stop
+        );
+        let per_token =
+            |g: &engine::Generation| g.generate_seconds * 1e3 / g.generated_tokens as f64;
+        if rep == 0 {
+            first_ms = c.generate_seconds * 1e3;
+            continue;
+        }
+        constrained_ms.push(per_token(&c));
+        free_ms.push(per_token(&f));
+        ratios.push(c.generate_seconds / f.generate_seconds);
+        tokens = c.generated_tokens;
+        text = c.text;
+    }
+    let constrained_ms = median(constrained_ms);
+    ConstrainedCost {
+        tokens,
+        depth,
+        constrained_ms,
+        free_ms: median(free_ms),
+        ratio: median(ratios),
+        one_off_ms: first_ms - constrained_ms * tokens as f64,
+        text,
+    }
 }

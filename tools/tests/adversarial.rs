@@ -461,6 +461,26 @@ fn install_refuses_unknown_imports_bad_manifests_and_bad_schemas() {
         "{err}"
     );
 
+    let bad_schema = common::build_guest(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/bad-schema"),
+        "bad_schema.wasm",
+    );
+    let wasm = std::fs::read(bad_schema).unwrap();
+    let dir = common::plugin_folder(
+        &f.root.join("src/bad-schema"),
+        "bad-schema",
+        &wasm,
+        None,
+        "",
+    );
+    let err = install_err(&dir);
+    assert!(
+        err.contains("`broken_tool` has an unusable input schema")
+            && err.contains("not a valid JSON Schema"),
+        "{err}"
+    );
+    assert!(!f.home.plugins.join("bad-schema").exists());
+
     let dir = common::plugin_folder(&f.root.join("src/junk"), "junk", b"not wasm", None, "");
     assert!(install_err(&dir).contains("not a valid WebAssembly component"));
 

@@ -116,14 +116,7 @@ fn tokens(model: Option<&Path>) -> anyhow::Result<()> {
     write_stdout(&format!("{}\n", serde_json::to_string(&ids)?))
 }
 
-#[cfg(feature = "llama")]
 fn tokenize(model: &Path, text: &str) -> anyhow::Result<Vec<i32>> {
     crate::engine::llama::tokenize_with_vocab(model, text)
-        .with_context(|| format!("cannot tokenize with {}", model.display()))
-}
-
-#[cfg(not(feature = "llama"))]
-fn tokenize(model: &Path, _text: &str) -> anyhow::Result<Vec<i32>> {
-    Err(crate::engine::EngineError::Unavailable)
         .with_context(|| format!("cannot tokenize with {}", model.display()))
 }

@@ -15,3 +15,11 @@ pub fn load(
 ) -> Result<Box<dyn Backend + Send>, EngineError> {
     Err(EngineError::Unavailable)
 }
+
+/// Tokenizes with a GGUF's vocabulary: always fails in this build.
+///
+/// # Errors
+/// Always [`EngineError::Unavailable`].
+pub fn tokenize_with_vocab(_path: &Path, _text: &str) -> Result<Vec<super::Token>, EngineError> {
+    Err(EngineError::Unavailable)
+}

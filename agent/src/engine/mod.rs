@@ -31,7 +31,10 @@ use std::sync::Arc;
 
 use corral_prompts::ToolConstraint;
 
-pub use options::{EngineOptions, FlashAttention, KvType, MAX_CONTEXT_TOKENS};
+pub use options::{
+    available_memory_bytes, choose_context, EngineOptions, FlashAttention, KvType,
+    MAX_CONTEXT_TOKENS,
+};
 pub use scripted::{ScriptedBackend, ScriptedReply};
 pub use stop::{StopMatcher, StopScan};
 pub use utf8::PieceDecoder;

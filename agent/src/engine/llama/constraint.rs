@@ -7,6 +7,8 @@
 //! the matcher first, so the grammar sees the whole call. The matcher masks every later token, so
 //! only calls to known tools with schema-valid arguments can follow.
 
+use std::collections::HashMap;
+
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llguidance::api::TopLevelGrammar;
@@ -19,7 +21,13 @@ use corral_prompts::{ToolConstraint, TriggerKind};
 /// and shared by every constraint.
 pub(super) struct GrammarFactory {
     factory: ParserFactory,
+    /// Fresh matchers by grammar text: an agent sends the same tools turn after turn, so each
+    /// grammar is compiled once and cloned afterwards.
+    compiled: HashMap<String, Matcher>,
 }
+
+/// Compiled grammars kept at most (a handful of tool sets per session is typical).
+const MAX_COMPILED_GRAMMARS: usize = 16;
 
 impl GrammarFactory {
     pub(super) fn new(model: &LlamaModel) -> Result<Self, EngineError> {
@@ -27,17 +35,31 @@ impl GrammarFactory {
         let mut factory = ParserFactory::new_simple(&tok_env)
             .map_err(|e| EngineError::Inference(format!("cannot prepare constraints: {e}")))?;
         factory.quiet();
-        Ok(Self { factory })
+        Ok(Self {
+            factory,
+            compiled: HashMap::new(),
+        })
     }
 
     /// A matcher for `lark`, having consumed `prefix` (tokens already generated that the grammar
     /// must match first).
-    fn matcher(&self, lark: &str, prefix: &[Token]) -> Result<Matcher, String> {
-        let parser = self.factory.create_parser(TopLevelGrammar::from_lark(lark.to_string()));
-        let mut matcher = Matcher::new(parser);
-        if let Some(err) = matcher.get_error() {
-            return Err(format!("the tool-call grammar does not compile: {err}"));
-        }
+    fn matcher(&mut self, lark: &str, prefix: &[Token]) -> Result<Matcher, String> {
+        let mut matcher = match self.compiled.get(lark) {
+            Some(fresh) => fresh.deep_clone(),
+            None => {
+                let parser =
+                    self.factory.create_parser(TopLevelGrammar::from_lark(lark.to_string()));
+                let fresh = Matcher::new(parser);
+                if let Some(err) = fresh.get_error() {
+                    return Err(format!("the tool-call grammar does not compile: {err}"));
+                }
+                if self.compiled.len() >= MAX_COMPILED_GRAMMARS {
+                    self.compiled.clear();
+                }
+                self.compiled.insert(lark.to_string(), fresh.deep_clone());
+                fresh
+            }
+        };
         let prefix: Vec<u32> = prefix.iter().map(|&t| t as u32).collect();
         matcher
             .consume_tokens(&prefix)
@@ -76,7 +98,7 @@ impl<'c> ConstraintTracker<'c> {
     }
 
     /// For an immediate constraint: the matcher to use from the first token.
-    pub(super) fn immediate(&mut self, factory: &GrammarFactory) -> Result<Option<Matcher>, EngineError> {
+    pub(super) fn immediate(&mut self, factory: &mut GrammarFactory) -> Result<Option<Matcher>, EngineError> {
         if self.constraint.is_lazy() {
             return Ok(None);
         }
@@ -89,7 +111,7 @@ impl<'c> ConstraintTracker<'c> {
     /// far (`text`, special tokens included). `retokenize` turns text into token ids.
     pub(super) fn after_token(
         &mut self,
-        factory: &GrammarFactory,
+        factory: &mut GrammarFactory,
         piece: &str,
         text: &str,
         retokenize: impl Fn(&str) -> Vec<Token>,

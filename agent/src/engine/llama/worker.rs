@@ -269,11 +269,13 @@ impl Session<'_> {
             if self.grammar_factory.is_none() {
                 self.grammar_factory = Some(GrammarFactory::new(self.model)?);
             }
-            let factory = self.grammar_factory.as_ref().expect("built above");
+            let factory = self.grammar_factory.as_mut().expect("built above");
             if let Some(matcher) = tracker.immediate(factory)? {
                 sampler = LlamaSampler::chain_simple([LlamaSampler::from(matcher), sampler]);
             }
         }
+        let prof_setup = started.elapsed().as_secs_f64();
+        let (mut prof_sample, mut prof_eval) = (0.0f64, 0.0f64);
         let mut raw_text = String::new();
         let mut decoder = PieceDecoder::new();
         let mut matcher = StopMatcher::new(&request.stop_strings);
@@ -296,7 +298,9 @@ impl Session<'_> {
             if self.cache.len() >= n_ctx {
                 break StopReason::ContextFull;
             }
+            let t0 = Instant::now();
             let token = sampler.sample(&self.ctx, -1);
+            prof_sample += t0.elapsed().as_secs_f64();
             generated += 1;
             if vocab.is_eog(token) {
                 let piece = vocab.token_to_piece(token, true, None);
@@ -308,7 +312,7 @@ impl Session<'_> {
             let piece = vocab.token_to_piece(token, true, None);
             let chunk = decoder.push(&piece);
             raw_text.push_str(&chunk);
-            if let (Some(tracker), Some(factory)) = (tracker.as_mut(), self.grammar_factory.as_ref()) {
+            if let (Some(tracker), Some(factory)) = (tracker.as_mut(), self.grammar_factory.as_mut()) {
                 let piece_text = String::from_utf8_lossy(&piece);
                 let retokenize = |s: &str| -> Vec<Token> {
                     vocab.tokenize(s.as_bytes(), false, true).into_iter().map(|t| t.0).collect()
@@ -324,8 +328,13 @@ impl Session<'_> {
                     break StopReason::StopString(stop);
                 }
             }
+            let t0 = Instant::now();
             self.evaluate(&[token.0])?;
+            prof_eval += t0.elapsed().as_secs_f64();
         };
+        if std::env::var_os("PROF").is_some() {
+            eprintln!("PROF setup {:.3}ms sample {:.3}ms/tok eval {:.3}ms/tok n={generated} total {:.3}ms/tok", prof_setup*1e3, prof_sample*1e3/generated as f64, prof_eval*1e3/generated as f64, started.elapsed().as_secs_f64()*1e3/generated as f64);
+        }
         if !matches!(stop, StopReason::StopString(_)) {
             let tail = format!("{}{}", matcher.finish(), decoder.finish());
             emit(&tail, &mut text);
