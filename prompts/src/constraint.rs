@@ -102,11 +102,26 @@ pub(crate) fn lark_string(text: &str) -> String {
 
 /// The `%json` rule body for a tool's argument schema (`{"type": "object"}` when the schema is
 /// not an object).
+///
+/// The arguments are spelled one way, as the templates render them and models write them:
+/// `{"city": "Paris", "unit": "C"}`, no other whitespace. So the keys and separators are text
+/// the grammar forces, which the engine appends without sampling (much cheaper than sampling
+/// them), and a small model cannot wander into endless whitespace. A schema with its own
+/// `x-guidance` options keeps them.
 pub(crate) fn json_rule(tool: &ToolSpec) -> String {
-    let schema = match &tool.parameters {
+    let mut schema = match &tool.parameters {
         Value::Object(map) if !map.is_empty() => tool.parameters.clone(),
         _ => serde_json::json!({"type": "object"}),
     };
+    if let Value::Object(map) = &mut schema {
+        map.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({
+                "whitespace_flexible": false,
+                "item_separator": ", ",
+                "key_separator": ": ",
+            })
+        });
+    }
     format!(
         "%json {}",
         serde_json::to_string(&schema).expect("values serialise")

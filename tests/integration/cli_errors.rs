@@ -1,24 +1,9 @@
 //! Bad input on the command line: one clear error line, a non-zero exit, never a panic.
 
-use corral_tests::{default_model, run_corral};
+use corral_tests::{assert_one_error_line, default_model, run_corral};
 
-/// Asserts exit code `code`, exactly one `error:` line on stderr (the last one) containing
-/// `needle`, and no panic. Progress lines before it are allowed.
 fn assert_one_line_error(result: (i32, String, String), code: i32, needle: &str) {
-    let (status, _stdout, stderr) = result;
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(status, code, "stderr: {stderr}");
-    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    assert_eq!(
-        stderr.lines().last(),
-        Some(errors[0]),
-        "error is not the last line: {stderr}"
-    );
-    assert!(
-        errors[0].contains(needle),
-        "expected {needle:?} in: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_one_error_line(&result, code, needle);
 }
 
 #[test]

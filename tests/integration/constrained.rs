@@ -3,8 +3,13 @@
 //! The grammar comes from the prompts crate; the engine engages it from the first token
 //! (`required`, a named tool) or lazily on a trigger (`auto`). A 135M model rarely writes a valid
 //! call on its own, so these tests prove the constraint, not the model.
+//!
+//! Text the grammar forces (`<tool_call>\n{"name": "get_weather", "arguments": {"city": "`) is
+//! fast-forwarded: appended without sampling and evaluated in one batch. The tests below check
+//! that it still counts against `max_tokens`, still meets stop strings, and leaves the KV cache
+//! holding exactly what was generated.
 
-use corral::engine::{self, Backend, EngineOptions, GenerateRequest, Sampling};
+use corral::engine::{self, Backend, EngineOptions, GenerateRequest, Sampling, StopReason};
 use corral_prompts::hermes::Hermes;
 use corral_prompts::{parse_all, Conversation, Format, Message, ToolChoice, ToolSpec};
 use corral_tests::default_model;
@@ -31,17 +36,21 @@ fn weather_conversation() -> Conversation {
         "Current time in an IANA zone",
         json!({"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}),
     );
-    Conversation::new(vec![Message::user("What is the weather in Paris right now, in celsius?")])
-        .with_tools(vec![weather, time])
+    Conversation::new(vec![Message::user(
+        "What is the weather in Paris right now, in celsius?",
+    )])
+    .with_tools(vec![weather, time])
 }
 
-fn run(choice: ToolChoice) -> (corral::engine::Generation, corral_prompts::ParsedMessage) {
+/// The default model loaded for one thread, its Hermes format, and a greedy request for the
+/// weather conversation under `choice`.
+fn setup(choice: ToolChoice) -> (Box<dyn Backend + Send>, Hermes, GenerateRequest) {
     let options = EngineOptions {
         context_tokens: Some(2048),
         threads: 1,
         ..EngineOptions::default()
     };
-    let mut backend = engine::llama::load(&default_model(), &options).unwrap();
+    let backend = engine::llama::load(&default_model(), &options).unwrap();
     let template = backend.info().chat_template.clone().expect("SmolLM2 has a template");
     let format = Hermes::new(&template, "", "<|im_end|>").unwrap();
     let conversation = weather_conversation();
@@ -52,8 +61,13 @@ fn run(choice: ToolChoice) -> (corral::engine::Generation, corral_prompts::Parse
         constraint: format.constraint(&conversation, &choice).unwrap(),
         ..GenerateRequest::default()
     };
+    (backend, format, request)
+}
+
+fn run(choice: ToolChoice) -> (corral::engine::Generation, corral_prompts::ParsedMessage) {
+    let (mut backend, format, request) = setup(choice);
     let generation = engine::generate_to_string(backend.as_mut(), &request).unwrap();
-    let parsed = parse_all(format.parser(conversation.tool_set()), &generation.text);
+    let parsed = parse_all(format.parser(weather_conversation().tool_set()), &generation.text);
     (generation, parsed)
 }
 
@@ -98,9 +112,67 @@ fn auto_choice_leaves_text_free_and_any_call_valid() {
     let (generation, parsed) = run(ToolChoice::Auto);
     if generation.text.contains("<tool_call>") {
         assert!(generation.constrained, "{:?}", generation.text);
-        assert!(parsed.errors.is_empty(), "{:?} in {:?}", parsed.errors, generation.text);
+        assert!(
+            parsed.errors.is_empty(),
+            "{:?} in {:?}",
+            parsed.errors,
+            generation.text
+        );
     } else {
         assert!(!generation.constrained);
         assert!(!parsed.content.trim().is_empty());
     }
+}
+
+/// The start of every constrained weather call: forced by the grammar except the tool's name.
+const CALL_START: &str = "<tool_call>\n{\"name\": \"get_";
+
+#[test]
+fn forced_tokens_count_against_max_tokens() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut backend, _, mut request) = setup(ToolChoice::Required);
+    request.max_tokens = Some(4);
+    let generation = engine::generate_to_string(backend.as_mut(), &request).unwrap();
+    assert_eq!(generation.stop, StopReason::MaxTokens);
+    assert_eq!(generation.generated_tokens, 4);
+    assert!(CALL_START.starts_with(&generation.text), "{:?}", generation.text);
+    // Every generated token was evaluated: the cache holds the prompt and all four.
+    assert_eq!(backend.cached_tokens(), generation.prompt_tokens + 4);
+}
+
+#[test]
+fn forced_tokens_meet_stop_strings() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut backend, _, mut request) = setup(ToolChoice::Named("get_weather".into()));
+    // Inside the text the grammar forces for this tool.
+    request.stop_strings = vec!["\"arguments\"".into()];
+    let generation = engine::generate_to_string(backend.as_mut(), &request).unwrap();
+    assert_eq!(generation.stop, StopReason::StopString("\"arguments\"".into()));
+    assert_eq!(generation.text, "<tool_call>\n{\"name\": \"get_weather\", ");
+}
+
+#[test]
+fn cache_after_a_fast_forwarded_call_is_reused_by_the_next_turn() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut backend, _, mut request) = setup(ToolChoice::Named("get_weather".into()));
+    request.max_tokens = Some(30);
+    let first = engine::generate_to_string(backend.as_mut(), &request).unwrap();
+    assert!(first.text.starts_with(CALL_START), "{:?}", first.text);
+    assert_eq!(backend.cached_tokens(), first.prompt_tokens + first.generated_tokens);
+    // The next request goes on from the call: the prompt and the call's tokens are reused (the
+    // retokenised text may split one token differently at the end).
+    let next = GenerateRequest {
+        prompt: format!("{}{}", request.prompt, first.text),
+        max_tokens: Some(4),
+        sampling: Sampling::greedy(),
+        ..GenerateRequest::default()
+    };
+    let second = engine::generate_to_string(backend.as_mut(), &next).unwrap();
+    assert!(
+        second.reused_tokens + 2 >= first.prompt_tokens + first.generated_tokens,
+        "reused {} of {} + {}",
+        second.reused_tokens,
+        first.prompt_tokens,
+        first.generated_tokens
+    );
 }

@@ -1,44 +1,16 @@
 //! `corral prompt render|parse|tokens`: the stable, scriptable CLI over the prompt formats.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use corral_tests::{corral_bin, fixture};
+use corral_tests::{assert_one_error_line, fixture, run_corral_input};
 use serde_json::{json, Value};
 
 /// Runs corral with `input` on stdin; returns (exit code, stdout, stderr).
 fn corral(args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = Command::new(corral_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn corral");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("corral runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_corral_input(args, input)
 }
 
-fn assert_usage_error((code, stdout, stderr): (i32, String, String), needle: &str) {
-    assert_eq!(code, 2, "stderr: {stderr}");
-    assert!(stdout.is_empty(), "stdout: {stdout}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
-    assert!(
-        errors[0].contains(needle),
-        "expected {needle:?} in {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+fn assert_usage_error(result: (i32, String, String), needle: &str) {
+    assert_one_error_line(&result, 2, needle);
+    assert!(result.1.is_empty(), "stdout: {}", result.1);
 }
 
 #[test]

@@ -69,19 +69,65 @@ pub fn default_model() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
-/// Runs `corral` with `args` and extra environment; returns (exit code, stdout, stderr).
+/// Runs `corral` with `args` and extra environment, stdin closed; returns (exit code, stdout,
+/// stderr).
 pub fn run_corral(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = std::process::Command::new(corral_bin());
-    command.args(args).stdin(std::process::Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
+    run(args, env, None)
+}
+
+/// Runs `corral` with `args` and `input` on stdin; returns (exit code, stdout, stderr).
+pub fn run_corral_input(args: &[&str], input: &str) -> (i32, String, String) {
+    run(args, &[], Some(input))
+}
+
+fn run(args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(corral_bin());
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn corral");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // corral may exit before reading everything (e.g. on `/exit`): that is not an error.
+        let _ = stdin.write_all(input.as_bytes());
     }
-    let output = command.output().expect("spawn corral");
+    let output = child.wait_with_output().expect("corral runs");
     (
         output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Asserts exit code `code`, exactly one `error` line on stderr (the last one) containing
+/// `needle`, and no panic. Progress lines before it are allowed.
+///
+/// # Panics
+/// When any of that does not hold.
+pub fn assert_one_error_line(result: &(i32, String, String), code: i32, needle: &str) {
+    let (status, _stdout, stderr) = result;
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(*status, code, "stderr: {stderr}");
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some(errors[0]),
+        "error is not the last line: {stderr}"
+    );
+    assert!(
+        errors[0].contains(needle),
+        "expected {needle:?} in: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 pub mod gguf_fixture;

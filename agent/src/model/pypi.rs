@@ -77,24 +77,21 @@ pub fn find_release_file(
     };
     let body = get(&api)?.into_string().map_err(|e| bad(e.to_string()))?;
     let meta: serde_json::Value = serde_json::from_str(&body).map_err(|e| bad(e.to_string()))?;
-    let files = meta
+    let not_listed = || PypiError::NotListed {
+        index: index.to_string(),
+        package: package.to_string(),
+        version: version.to_string(),
+        filename: filename.to_string(),
+    };
+    let entry = meta
         .pointer(&format!("/releases/{version}"))
         .and_then(|v| v.as_array())
-        .ok_or_else(|| PypiError::NotListed {
-            index: index.to_string(),
-            package: package.to_string(),
-            version: version.to_string(),
-            filename: filename.to_string(),
-        })?;
-    let entry = files
-        .iter()
-        .find(|f| f.get("filename").and_then(|v| v.as_str()) == Some(filename))
-        .ok_or_else(|| PypiError::NotListed {
-            index: index.to_string(),
-            package: package.to_string(),
-            version: version.to_string(),
-            filename: filename.to_string(),
-        })?;
+        .and_then(|files| {
+            files
+                .iter()
+                .find(|f| f.get("filename").and_then(|v| v.as_str()) == Some(filename))
+        })
+        .ok_or_else(not_listed)?;
     let raw_url = entry
         .get("url")
         .and_then(|v| v.as_str())

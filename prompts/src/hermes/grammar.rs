@@ -46,3 +46,47 @@ pub(super) fn constraint(
         choice: choice.clone(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use llguidance::api::TopLevelGrammar;
+    use llguidance::{Matcher, ParserFactory};
+    use serde_json::json;
+    use toktrie::ApproximateTokEnv;
+
+    use super::*;
+
+    fn accepts(lark: &str, text: &str) -> bool {
+        let env = ApproximateTokEnv::single_byte_env();
+        let factory = ParserFactory::new_simple(&env).unwrap();
+        let mut matcher =
+            Matcher::new(factory.create_parser(TopLevelGrammar::from_lark(lark.to_string())));
+        let tokens: Vec<u32> = text.bytes().map(u32::from).collect();
+        matcher.consume_tokens(&tokens).is_ok() && matcher.is_accepting().unwrap_or(false)
+    }
+
+    #[test]
+    fn arguments_are_spelled_one_way_so_their_keys_are_forced() {
+        let weather = ToolSpec::new(
+            "get_weather",
+            "",
+            json!({"type": "object", "properties": {"city": {"type": "string"},
+                "unit": {"type": "string"}}, "required": ["city", "unit"]}),
+        );
+        let lark = constraint(&[weather], &ToolChoice::Required)
+            .unwrap()
+            .unwrap()
+            .lark;
+        let call = |args: &str| {
+            format!("<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {args}}}\n</tool_call>")
+        };
+        assert!(accepts(&lark, &call(r#"{"city": "Oslo", "unit": "C"}"#)));
+        for other in [
+            r#"{"city":"Oslo","unit":"C"}"#,
+            r#"{ "city": "Oslo", "unit": "C" }"#,
+            "{\"city\": \"Oslo\",\n\"unit\": \"C\"}",
+        ] {
+            assert!(!accepts(&lark, &call(other)), "{other}");
+        }
+    }
+}

@@ -265,17 +265,16 @@ impl Session<'_> {
         let started = Instant::now();
         let mut sampler = self.sampler(&request.sampling);
         let mut tracker = request.constraint.as_ref().map(ConstraintTracker::new);
+        let mut guide = None;
         if let Some(tracker) = tracker.as_mut() {
             if self.grammar_factory.is_none() {
                 self.grammar_factory = Some(GrammarFactory::new(self.model)?);
             }
             let factory = self.grammar_factory.as_mut().expect("built above");
-            if let Some(matcher) = tracker.immediate(factory)? {
-                sampler = LlamaSampler::chain_simple([LlamaSampler::from(matcher), sampler]);
-            }
+            guide = tracker.immediate(factory)?;
         }
         let prof_setup = started.elapsed().as_secs_f64();
-        let (mut prof_sample, mut prof_eval) = (0.0f64, 0.0f64);
+        let (mut prof_ff, mut prof_sample, mut prof_eval, mut n_forced) = (0.0f64, 0.0f64, 0.0f64, 0usize);
         let mut raw_text = String::new();
         let mut decoder = PieceDecoder::new();
         let mut matcher = StopMatcher::new(&request.stop_strings);
@@ -288,52 +287,90 @@ impl Session<'_> {
                 let _ = events.send(Event::Text(chunk.to_string()));
             }
         };
-        let stop = loop {
+        let tokenize = |bytes: &[u8]| -> Vec<Token> {
+            vocab.tokenize(bytes, false, false).into_iter().map(|t| t.0).collect()
+        };
+        let stop = 'generation: loop {
             if request.cancel.is_cancelled() {
                 break StopReason::Cancelled;
             }
-            if request.max_tokens.is_some_and(|max| generated >= max) {
+            let room = request
+                .max_tokens
+                .map_or(usize::MAX, |max| max.saturating_sub(generated));
+            if room == 0 {
                 break StopReason::MaxTokens;
             }
             if self.cache.len() >= n_ctx {
                 break StopReason::ContextFull;
             }
+            // This step's tokens: those the grammar forces (evaluated in one batch), else one
+            // sampled token.
             let t0 = Instant::now();
-            let token = sampler.sample(&self.ctx, -1);
-            prof_sample += t0.elapsed().as_secs_f64();
-            generated += 1;
-            if vocab.is_eog(token) {
+            let mut step = guide.as_mut().map(|g| g.forced(tokenize)).unwrap_or_default();
+            prof_ff += t0.elapsed().as_secs_f64();
+            step.truncate(room.min(n_ctx - self.cache.len()));
+            n_forced += step.len();
+            if std::env::var_os("PROF").is_some() && !step.is_empty() {
+                let t: Vec<String> = step.iter().map(|&t| String::from_utf8_lossy(&vocab.token_to_piece(LlamaToken(t), true, None)).into_owned()).collect();
+                eprintln!("FORCED {t:?}");
+            }
+            if step.is_empty() {
+                let t0 = Instant::now();
+                step.push(match guide.as_mut() {
+                    Some(guide) => guide.sample(&self.ctx, &mut sampler),
+                    None => sampler.sample(&self.ctx, -1).0,
+                });
+                prof_sample += t0.elapsed().as_secs_f64();
+            } else {
+                for &token in &step {
+                    sampler.accept(LlamaToken(token));
+                }
+            }
+            for &token in &step {
+                generated += 1;
+                if let Some(guide) = guide.as_mut() {
+                    guide.accept(token);
+                }
+                let token = LlamaToken(token);
+                if vocab.is_eog(token) {
+                    let piece = vocab.token_to_piece(token, true, None);
+                    let piece = String::from_utf8_lossy(&piece).into_owned();
+                    break 'generation StopReason::EndOfGeneration(piece);
+                }
+                if request.stop_tokens.contains(&token.0) {
+                    break 'generation StopReason::StopToken(token.0);
+                }
                 let piece = vocab.token_to_piece(token, true, None);
-                break StopReason::EndOfGeneration(String::from_utf8_lossy(&piece).into_owned());
-            }
-            if request.stop_tokens.contains(&token.0) {
-                break StopReason::StopToken(token.0);
-            }
-            let piece = vocab.token_to_piece(token, true, None);
-            let chunk = decoder.push(&piece);
-            raw_text.push_str(&chunk);
-            if let (Some(tracker), Some(factory)) = (tracker.as_mut(), self.grammar_factory.as_mut()) {
-                let piece_text = String::from_utf8_lossy(&piece);
-                let retokenize = |s: &str| -> Vec<Token> {
-                    vocab.tokenize(s.as_bytes(), false, true).into_iter().map(|t| t.0).collect()
-                };
-                if let Engage::With(m) = tracker.after_token(factory, &piece_text, &raw_text, retokenize) {
-                    sampler = LlamaSampler::chain_simple([LlamaSampler::from(m), sampler]);
+                let chunk = decoder.push(&piece);
+                raw_text.push_str(&chunk);
+                if let (Some(tracker), Some(factory)) =
+                    (tracker.as_mut(), self.grammar_factory.as_mut())
+                {
+                    let piece_text = String::from_utf8_lossy(&piece);
+                    let retokenize = |s: &str| -> Vec<Token> {
+                        let tokens = vocab.tokenize(s.as_bytes(), false, true);
+                        tokens.into_iter().map(|t| t.0).collect()
+                    };
+                    if let Engage::With(engaged) =
+                        tracker.after_token(factory, &piece_text, &raw_text, retokenize)
+                    {
+                        guide = Some(engaged);
+                    }
                 }
-            }
-            match matcher.push(&chunk) {
-                StopScan::Continue(chunk) => emit(&chunk, &mut text),
-                StopScan::Stopped { emit: chunk, stop } => {
-                    emit(&chunk, &mut text);
-                    break StopReason::StopString(stop);
+                match matcher.push(&chunk) {
+                    StopScan::Continue(chunk) => emit(&chunk, &mut text),
+                    StopScan::Stopped { emit: chunk, stop } => {
+                        emit(&chunk, &mut text);
+                        break 'generation StopReason::StopString(stop);
+                    }
                 }
             }
             let t0 = Instant::now();
-            self.evaluate(&[token.0])?;
+            self.evaluate(&step)?;
             prof_eval += t0.elapsed().as_secs_f64();
         };
         if std::env::var_os("PROF").is_some() {
-            eprintln!("PROF setup {:.3}ms sample {:.3}ms/tok eval {:.3}ms/tok n={generated} total {:.3}ms/tok", prof_setup*1e3, prof_sample*1e3/generated as f64, prof_eval*1e3/generated as f64, started.elapsed().as_secs_f64()*1e3/generated as f64);
+            eprintln!("PROF setup {:.3}ms ff {:.3}ms sample {:.3}ms eval {:.3}ms n={generated} forced={n_forced} total {:.3}ms", prof_setup*1e3, prof_ff*1e3, prof_sample*1e3, prof_eval*1e3, started.elapsed().as_secs_f64()*1e3);
         }
         if !matches!(stop, StopReason::StopString(_)) {
             let tail = format!("{}{}", matcher.finish(), decoder.finish());
