@@ -51,7 +51,11 @@ fn setup(choice: ToolChoice) -> (Box<dyn Backend + Send>, Hermes, GenerateReques
         ..EngineOptions::default()
     };
     let backend = engine::llama::load(&default_model(), &options).unwrap();
-    let template = backend.info().chat_template.clone().expect("SmolLM2 has a template");
+    let template = backend
+        .info()
+        .chat_template
+        .clone()
+        .expect("SmolLM2 has a template");
     let format = Hermes::new(&template, "", "<|im_end|>").unwrap();
     let conversation = weather_conversation();
     let request = GenerateRequest {
@@ -67,7 +71,10 @@ fn setup(choice: ToolChoice) -> (Box<dyn Backend + Send>, Hermes, GenerateReques
 fn run(choice: ToolChoice) -> (corral::engine::Generation, corral_prompts::ParsedMessage) {
     let (mut backend, format, request) = setup(choice);
     let generation = engine::generate_to_string(backend.as_mut(), &request).unwrap();
-    let parsed = parse_all(format.parser(weather_conversation().tool_set()), &generation.text);
+    let parsed = parse_all(
+        format.parser(weather_conversation().tool_set()),
+        &generation.text,
+    );
     (generation, parsed)
 }
 
@@ -135,7 +142,11 @@ fn forced_tokens_count_against_max_tokens() {
     let generation = engine::generate_to_string(backend.as_mut(), &request).unwrap();
     assert_eq!(generation.stop, StopReason::MaxTokens);
     assert_eq!(generation.generated_tokens, 4);
-    assert!(CALL_START.starts_with(&generation.text), "{:?}", generation.text);
+    assert!(
+        CALL_START.starts_with(&generation.text),
+        "{:?}",
+        generation.text
+    );
     // Every generated token was evaluated: the cache holds the prompt and all four.
     assert_eq!(backend.cached_tokens(), generation.prompt_tokens + 4);
 }
@@ -147,8 +158,16 @@ fn forced_tokens_meet_stop_strings() {
     // Inside the text the grammar forces for this tool.
     request.stop_strings = vec!["\"arguments\"".into()];
     let generation = engine::generate_to_string(backend.as_mut(), &request).unwrap();
-    assert_eq!(generation.stop, StopReason::StopString("\"arguments\"".into()));
+    assert_eq!(
+        generation.stop,
+        StopReason::StopString("\"arguments\"".into())
+    );
     assert_eq!(generation.text, "<tool_call>\n{\"name\": \"get_weather\", ");
+    // The tokens before the one that completed the stop string were evaluated; that one was not.
+    assert_eq!(
+        backend.cached_tokens(),
+        generation.prompt_tokens + generation.generated_tokens - 1
+    );
 }
 
 #[test]
@@ -158,7 +177,10 @@ fn cache_after_a_fast_forwarded_call_is_reused_by_the_next_turn() {
     request.max_tokens = Some(30);
     let first = engine::generate_to_string(backend.as_mut(), &request).unwrap();
     assert!(first.text.starts_with(CALL_START), "{:?}", first.text);
-    assert_eq!(backend.cached_tokens(), first.prompt_tokens + first.generated_tokens);
+    assert_eq!(
+        backend.cached_tokens(),
+        first.prompt_tokens + first.generated_tokens
+    );
     // The next request goes on from the call: the prompt and the call's tokens are reused (the
     // retokenised text may split one token differently at the end).
     let next = GenerateRequest {

@@ -78,7 +78,9 @@ mod tests {
             .unwrap()
             .lark;
         let call = |args: &str| {
-            format!("<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {args}}}\n</tool_call>")
+            format!(
+                "<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {args}}}\n</tool_call>"
+            )
         };
         assert!(accepts(&lark, &call(r#"{"city": "Oslo", "unit": "C"}"#)));
         for other in [

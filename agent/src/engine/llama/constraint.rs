@@ -66,8 +66,9 @@ impl GrammarFactory {
         let mut matcher = match self.compiled.get(lark) {
             Some(fresh) => fresh.deep_clone(),
             None => {
-                let parser =
-                    self.factory.create_parser(TopLevelGrammar::from_lark(lark.to_string()));
+                let parser = self
+                    .factory
+                    .create_parser(TopLevelGrammar::from_lark(lark.to_string()));
                 let fresh = Matcher::new(parser);
                 if let Some(err) = fresh.get_error() {
                     return Err(format!("the tool-call grammar does not compile: {err}"));
@@ -100,7 +101,7 @@ pub(super) enum Engage {
     /// Nothing changes.
     No,
     /// Sample through this guide from now on.
-    With(Guide),
+    With(Box<Guide>),
 }
 
 impl<'c> ConstraintTracker<'c> {
@@ -150,7 +151,7 @@ impl<'c> ConstraintTracker<'c> {
         match factory.matcher(&self.constraint.lark, &prefix) {
             Ok(matcher) => {
                 self.engaged = true;
-                Engage::With(Guide::new(matcher, prefix.last().copied()))
+                Engage::With(Box::new(Guide::new(matcher, prefix.last().copied())))
             }
             // The text cannot become a valid call: leave it to the parser to report.
             Err(_) => {
@@ -301,9 +302,8 @@ mod tests {
         let env = ApproximateTokEnv::single_byte_env();
         let mut factory = ParserFactory::new_simple(&env).unwrap();
         factory.quiet();
-        let matcher = Matcher::new(
-            factory.create_parser(TopLevelGrammar::from_lark(lark.to_string())),
-        );
+        let matcher =
+            Matcher::new(factory.create_parser(TopLevelGrammar::from_lark(lark.to_string())));
         assert!(matcher.get_error().is_none(), "{:?}", matcher.get_error());
         Guide::new(matcher, None)
     }

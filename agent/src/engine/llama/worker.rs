@@ -273,8 +273,6 @@ impl Session<'_> {
             let factory = self.grammar_factory.as_mut().expect("built above");
             guide = tracker.immediate(factory)?;
         }
-        let prof_setup = started.elapsed().as_secs_f64();
-        let (mut prof_ff, mut prof_sample, mut prof_eval, mut n_forced) = (0.0f64, 0.0f64, 0.0f64, 0usize);
         let mut raw_text = String::new();
         let mut decoder = PieceDecoder::new();
         let mut matcher = StopMatcher::new(&request.stop_strings);
@@ -288,9 +286,13 @@ impl Session<'_> {
             }
         };
         let tokenize = |bytes: &[u8]| -> Vec<Token> {
-            vocab.tokenize(bytes, false, false).into_iter().map(|t| t.0).collect()
+            vocab
+                .tokenize(bytes, false, false)
+                .into_iter()
+                .map(|t| t.0)
+                .collect()
         };
-        let stop = 'generation: loop {
+        let stop = loop {
             if request.cancel.is_cancelled() {
                 break StopReason::Cancelled;
             }
@@ -305,27 +307,24 @@ impl Session<'_> {
             }
             // This step's tokens: those the grammar forces (evaluated in one batch), else one
             // sampled token.
-            let t0 = Instant::now();
-            let mut step = guide.as_mut().map(|g| g.forced(tokenize)).unwrap_or_default();
-            prof_ff += t0.elapsed().as_secs_f64();
+            let mut step = guide
+                .as_mut()
+                .map(|guide| guide.forced(tokenize))
+                .unwrap_or_default();
             step.truncate(room.min(n_ctx - self.cache.len()));
-            n_forced += step.len();
-            if std::env::var_os("PROF").is_some() && !step.is_empty() {
-                let t: Vec<String> = step.iter().map(|&t| String::from_utf8_lossy(&vocab.token_to_piece(LlamaToken(t), true, None)).into_owned()).collect();
-                eprintln!("FORCED {t:?}");
-            }
             if step.is_empty() {
-                let t0 = Instant::now();
                 step.push(match guide.as_mut() {
                     Some(guide) => guide.sample(&self.ctx, &mut sampler),
                     None => sampler.sample(&self.ctx, -1).0,
                 });
-                prof_sample += t0.elapsed().as_secs_f64();
             } else {
                 for &token in &step {
                     sampler.accept(LlamaToken(token));
                 }
             }
+            // Tokens are evaluated once their text is through; one that ends the turn is not.
+            let mut ended = None;
+            let mut done = 0;
             for &token in &step {
                 generated += 1;
                 if let Some(guide) = guide.as_mut() {
@@ -335,10 +334,12 @@ impl Session<'_> {
                 if vocab.is_eog(token) {
                     let piece = vocab.token_to_piece(token, true, None);
                     let piece = String::from_utf8_lossy(&piece).into_owned();
-                    break 'generation StopReason::EndOfGeneration(piece);
+                    ended = Some(StopReason::EndOfGeneration(piece));
+                    break;
                 }
                 if request.stop_tokens.contains(&token.0) {
-                    break 'generation StopReason::StopToken(token.0);
+                    ended = Some(StopReason::StopToken(token.0));
+                    break;
                 }
                 let piece = vocab.token_to_piece(token, true, None);
                 let chunk = decoder.push(&piece);
@@ -354,24 +355,24 @@ impl Session<'_> {
                     if let Engage::With(engaged) =
                         tracker.after_token(factory, &piece_text, &raw_text, retokenize)
                     {
-                        guide = Some(engaged);
+                        guide = Some(*engaged);
                     }
                 }
                 match matcher.push(&chunk) {
                     StopScan::Continue(chunk) => emit(&chunk, &mut text),
                     StopScan::Stopped { emit: chunk, stop } => {
                         emit(&chunk, &mut text);
-                        break 'generation StopReason::StopString(stop);
+                        ended = Some(StopReason::StopString(stop));
+                        break;
                     }
                 }
+                done += 1;
             }
-            let t0 = Instant::now();
-            self.evaluate(&step)?;
-            prof_eval += t0.elapsed().as_secs_f64();
+            self.evaluate(&step[..done])?;
+            if let Some(stop) = ended {
+                break stop;
+            }
         };
-        if std::env::var_os("PROF").is_some() {
-            eprintln!("PROF setup {:.3}ms ff {:.3}ms sample {:.3}ms eval {:.3}ms n={generated} forced={n_forced} total {:.3}ms", prof_setup*1e3, prof_ff*1e3, prof_sample*1e3, prof_eval*1e3, started.elapsed().as_secs_f64()*1e3);
-        }
         if !matches!(stop, StopReason::StopString(_)) {
             let tail = format!("{}{}", matcher.finish(), decoder.finish());
             emit(&tail, &mut text);
