@@ -58,6 +58,7 @@ pub(super) fn run(
         cache: Vec::new(),
         batch_size: options.batch.max(1) as usize,
         cached,
+        batch: LlamaBatch::new(options.batch.max(1) as usize, 1),
         grammar_factory: None,
     };
     for command in inbox {
@@ -168,6 +169,8 @@ struct Session<'m> {
     cache: Vec<Token>,
     batch_size: usize,
     cached: Arc<AtomicUsize>,
+    /// Reused for every evaluation.
+    batch: LlamaBatch<'static>,
     /// Built on the first constrained request (it walks the whole vocabulary).
     grammar_factory: Option<GrammarFactory>,
 }
@@ -201,7 +204,9 @@ impl Session<'_> {
 
     /// Evaluates `tokens` after what the cache holds, in batches; logits only for the last one.
     fn evaluate(&mut self, tokens: &[Token]) -> Result<(), EngineError> {
-        let mut batch = LlamaBatch::new(self.batch_size, 1);
+        // One batch for the session: allocating one (a buffer per slot) for every generated
+        // token would cost more than the bookkeeping it serves.
+        let batch = &mut self.batch;
         let chunks = tokens.len().div_ceil(self.batch_size);
         for (index, chunk) in tokens.chunks(self.batch_size).enumerate() {
             batch.clear();
@@ -214,7 +219,7 @@ impl Session<'_> {
                     .map_err(|e| EngineError::Inference(e.to_string()))?;
             }
             self.ctx
-                .decode(&mut batch)
+                .decode(batch)
                 .map_err(|e| EngineError::Inference(format!("llama_decode failed: {e}")))?;
             self.cache.extend_from_slice(chunk);
         }
