@@ -51,7 +51,10 @@ impl ChatTemplate {
     /// # Errors
     /// [`TemplateError::Missing`] when the GGUF has none; a template that does not compile.
     pub fn for_model(info: &ModelInfo) -> Result<Self, TemplateError> {
-        let source = info.chat_template.as_deref().ok_or(TemplateError::Missing)?;
+        let source = info
+            .chat_template
+            .as_deref()
+            .ok_or(TemplateError::Missing)?;
         let stops = ["<|im_end|>", "<|eot_id|>", "<|end|>"]
             .iter()
             .filter(|s| source.contains(*s))

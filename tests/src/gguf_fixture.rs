@@ -23,7 +23,7 @@ pub fn tiny_gguf(name: &str) -> Vec<u8> {
     out.extend(8u64.to_le_bytes());
     out.extend(0u32.to_le_bytes());
     out.extend(0u64.to_le_bytes());
-    while out.len() % 32 != 0 {
+    while !out.len().is_multiple_of(32) {
         out.push(0);
     }
     out.extend([0u8; 32]);
