@@ -28,7 +28,12 @@ fn guest_target() -> PathBuf {
 fn builtins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("corral-test-builtins-{}", std::process::id()));
+        // Next to the binary under test, reused by later runs (the script replaces each plugin
+        // atomically), so repeated test runs leave nothing behind in /tmp.
+        let dir = corral_bin()
+            .parent()
+            .expect("the binary lives in a folder")
+            .join("test-builtin-plugins");
         let out = Command::new("bash")
             .arg(repo().join("scripts/build-plugins.sh"))
             .arg(&dir)
