@@ -88,6 +88,16 @@ fn bad_flag_values() {
         2,
         "temperature",
     );
+    assert_one_line_error(
+        run_corral(&["generate", "x", "--repeat-penalty", "0"], &[]),
+        2,
+        "--repeat-penalty",
+    );
+    assert_one_line_error(
+        run_corral(&["--top-p", "1.5", "generate", "x"], &[]),
+        2,
+        "--top-p",
+    );
 }
 
 #[test]

@@ -71,6 +71,9 @@ pub struct GlobalOpts {
     /// Random seed for sampling.
     #[arg(long, global = true)]
     pub seed: Option<u32>,
+    /// Penalty on recently seen tokens (1.0 disables; not applied when greedy).
+    #[arg(long = "repeat-penalty", global = true, value_name = "P")]
+    pub repeat_penalty: Option<f32>,
     /// Show llama.cpp's own log.
     #[arg(long, global = true)]
     pub verbose: bool,
@@ -108,12 +111,16 @@ impl GlobalOpts {
             top_p: self.top_p.unwrap_or(defaults.top_p),
             top_k: self.top_k.unwrap_or(defaults.top_k),
             seed: self.seed.unwrap_or(defaults.seed),
+            repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
         };
         if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
             return Err(UsageError::new("--temperature must be 0 or more"));
         }
         if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
             return Err(UsageError::new("--top-p must be in (0, 1]"));
+        }
+        if !(sampling.repeat_penalty > 0.0 && sampling.repeat_penalty.is_finite()) {
+            return Err(UsageError::new("--repeat-penalty must be more than 0"));
         }
         if sampling.top_k < 0 {
             return Err(UsageError::new("--top-k must be 0 or more"));

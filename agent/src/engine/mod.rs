@@ -53,6 +53,8 @@ pub struct Sampling {
     pub top_k: i32,
     /// Seed of the random sampler, for reproducible runs.
     pub seed: u32,
+    /// Penalty on tokens seen in the last 64 (1.0 disables it). Small models loop without it.
+    pub repeat_penalty: f32,
 }
 
 impl Default for Sampling {
@@ -62,6 +64,7 @@ impl Default for Sampling {
             top_p: 0.9,
             top_k: 40,
             seed: 0x00c0_88a1,
+            repeat_penalty: 1.1,
         }
     }
 }

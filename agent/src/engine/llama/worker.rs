@@ -232,6 +232,16 @@ impl Session<'_> {
             return LlamaSampler::greedy();
         }
         let mut chain = Vec::new();
+        if sampling.repeat_penalty != 1.0 {
+            let n_vocab = self.model.n_vocab();
+            chain.push(LlamaSampler::penalties(
+                n_vocab,
+                64,
+                sampling.repeat_penalty,
+                0.0,
+                0.0,
+            ));
+        }
         if sampling.top_k > 0 {
             chain.push(LlamaSampler::top_k(sampling.top_k));
         }
