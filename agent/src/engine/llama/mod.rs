@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::vocab::LlamaVocab;
 
 use super::{Backend, EngineError, EngineOptions, GenerateRequest, Generation, ModelInfo};
 use super::{TextSink, Token};
@@ -69,12 +70,17 @@ pub fn tokenize_with_vocab(path: &Path, text: &str) -> Result<Vec<Token>, Engine
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-    Ok(model
-        .vocab()
-        .tokenize(text.as_bytes(), false, true)
+    Ok(token_ids(&model.vocab(), text.as_bytes(), true))
+}
+
+/// Token ids of `bytes` in `vocab`, without adding BOS; special tokens written as text are
+/// parsed when `parse_special` is true.
+fn token_ids(vocab: &LlamaVocab<'_>, bytes: &[u8], parse_special: bool) -> Vec<Token> {
+    vocab
+        .tokenize(bytes, false, parse_special)
         .into_iter()
         .map(|t| t.0)
-        .collect())
+        .collect()
 }
 
 /// Commands the engine thread understands.

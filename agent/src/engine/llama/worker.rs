@@ -16,7 +16,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::constraint::{ConstraintTracker, Engage, GrammarFactory};
-use super::{Command, Event};
+use super::{token_ids, Command, Event};
 use crate::engine::options::{available_memory_bytes, choose_context};
 use crate::engine::{
     common_prefix, EngineError, EngineOptions, FlashAttention, GenerateRequest, Generation, KvType,
@@ -178,11 +178,7 @@ struct Session<'m> {
 impl Session<'_> {
     fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
         let vocab = self.model.vocab();
-        let mut tokens: Vec<Token> = vocab
-            .tokenize(text.as_bytes(), false, special)
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
+        let mut tokens = token_ids(&vocab, text.as_bytes(), special);
         let bos = vocab.bos().0;
         if vocab.should_add_bos() && bos >= 0 && tokens.first() != Some(&bos) {
             tokens.insert(0, bos);
@@ -300,13 +296,7 @@ impl Session<'_> {
                 let _ = events.send(Event::Text(chunk.to_string()));
             }
         };
-        let tokenize = |bytes: &[u8]| -> Vec<Token> {
-            vocab
-                .tokenize(bytes, false, false)
-                .into_iter()
-                .map(|t| t.0)
-                .collect()
-        };
+        let tokenize = |bytes: &[u8]| token_ids(&vocab, bytes, false);
         let stop = loop {
             if request.cancel.is_cancelled() {
                 break StopReason::Cancelled;
@@ -363,10 +353,7 @@ impl Session<'_> {
                     (tracker.as_mut(), self.grammar_factory.as_mut())
                 {
                     let piece_text = String::from_utf8_lossy(&piece);
-                    let retokenize = |s: &str| -> Vec<Token> {
-                        let tokens = vocab.tokenize(s.as_bytes(), false, true);
-                        tokens.into_iter().map(|t| t.0).collect()
-                    };
+                    let retokenize = |s: &str| token_ids(&vocab, s.as_bytes(), true);
                     if let Engage::With(engaged) =
                         tracker.after_token(factory, &piece_text, &raw_text, retokenize)
                     {
