@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Fetch the test fixtures corral's tests read from registry packages (no model hub here).
 
+From Meta's wheel llama-models==0.3.0 (its reference material for the Llama 3.1 prompt format):
+  - `llama3_1/prompt_format.md`, and from it `llama3_1-prompt-examples.json`: every example's
+    input prompt and model response, taken verbatim from the document's fenced blocks
+  - `llama3/tool_utils.py` and `llama3/tests/api/test_tool_utils.py` (Meta's tool-call parser)
 From the PyPI source archive of llama-cpp-python==0.3.36 (it vendors llama.cpp commit 0c1e570):
   - the official chat templates of Llama 3.1 / 3.2 / 3.3 Instruct (`models/templates/*.jinja`)
   - the vocab-only Llama 3 tokenizer `ggml-vocab-llama-bpe.gguf`
 and, with --llama-src, the whole vendored llama.cpp tree (to build `llama-bench` for benchmarks).
 
-The archive is verified against a pinned sha256 and cached under ~/.cache/corral/downloads, so a
+Each archive is verified against a pinned sha256 and cached under ~/.cache/corral/downloads, so a
 second run costs nothing. Nothing fetched here is committed to the repository.
 Usage: scripts/fixtures.py [--dest DIR] [--llama-src]
 """
@@ -19,11 +23,20 @@ import sys
 import tarfile
 import urllib.parse
 import urllib.request
+import zipfile
 
 INDEX = os.environ.get("CORRAL_PYPI_INDEX", "https://pypi.org/pypi")
-PACKAGE, VERSION = "llama-cpp-python", "0.3.36"
-SDIST = "llama_cpp_python-0.3.36.tar.gz"
-SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+# (package, version, file name, sha256) of each registry file the fixtures come from.
+LLAMA_CPP = ("llama-cpp-python", "0.3.36", "llama_cpp_python-0.3.36.tar.gz",
+             "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
+LLAMA_MODELS = ("llama-models", "0.3.0", "llama_models-0.3.0-py3-none-any.whl",
+                "7f77f78ff13fca09f70d76a376aff6414cd901623fb9d57e69c2f8367a73032f")
+LLAMA_MODELS_MEMBERS = {
+    "llama_models/llama3_1/prompt_format.md": "llama-models/llama3_1/prompt_format.md",
+    "llama_models/llama3/tool_utils.py": "llama-models/llama3/tool_utils.py",
+    "llama_models/llama3/tests/api/test_tool_utils.py": "llama-models/llama3/tests/api/test_tool_utils.py",
+}
+EXAMPLES = "llama3_1-prompt-examples.json"
 PREFIX = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
 MEMBERS = {
     "models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja": "llama-3.1-instruct.jinja",
@@ -48,32 +61,84 @@ def sha256_of(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def sdist_url() -> str:
-    api = f"{INDEX}/{PACKAGE}/json"
+def file_url(package: str, version: str, filename: str) -> str:
+    api = f"{INDEX}/{package}/json"
     with urllib.request.urlopen(api, timeout=60) as resp:
         meta = json.load(resp)
-    for entry in meta["releases"][VERSION]:
-        if entry["filename"] == SDIST:
+    for entry in meta["releases"].get(version, []):
+        if entry["filename"] == filename:
             return urllib.parse.urljoin(api, entry["url"])
-    sys.exit(f"fixtures: {SDIST} is not listed by {api}")
+    sys.exit(f"fixtures: {filename} is not listed by {api}")
 
 
-def fetch_sdist() -> pathlib.Path:
-    target = cache_dir() / SDIST
-    if target.exists() and sha256_of(target) == SHA256:
+def fetch(spec) -> pathlib.Path:
+    """Downloads one pinned registry file into the cache (once) and returns its path."""
+    package, version, filename, sha256 = spec
+    target = cache_dir() / filename
+    if target.exists() and sha256_of(target) == sha256:
         return target
-    url = sdist_url()
-    print(f"fixtures: downloading {SDIST} (73 MiB) from PyPI", file=sys.stderr)
+    url = file_url(package, version, filename)
+    print(f"fixtures: downloading {filename} from PyPI", file=sys.stderr)
     partial = target.with_suffix(".partial")
     with urllib.request.urlopen(url, timeout=180) as resp, open(partial, "wb") as out:
         while chunk := resp.read(1 << 20):
             out.write(chunk)
     got = sha256_of(partial)
-    if got != SHA256:
+    if got != sha256:
         partial.unlink()
-        sys.exit(f"fixtures: {SDIST} hash mismatch: expected {SHA256}, got {got}")
+        sys.exit(f"fixtures: {filename} hash mismatch: expected {sha256}, got {got}")
     partial.replace(target)
     return target
+
+
+def write_atomic(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def prompt_examples(markdown: str) -> dict:
+    """Every example of Meta's prompt_format.md: the fenced block after an "Input Prompt Format"
+    heading and the one after the "Model Response Format" heading that follows, verbatim."""
+    lines = markdown.split("\n")
+    examples, section, kind, i = [], None, None, 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif line.startswith("##### "):
+            kind = line[6:].strip()
+        elif line == "```":
+            end = lines.index("```", i + 1)
+            body = "\n".join(lines[i + 1:end])
+            i = end
+            if kind == "Input Prompt Format":
+                examples.append({"section": section, "input_prompt": body})
+            elif kind == "Model Response Format":
+                if not examples or "model_response" in examples[-1]:
+                    sys.exit(f"fixtures: prompt_format.md: a response without its prompt in {section!r}")
+                examples[-1]["model_response"] = body
+            kind = None
+        i += 1
+    if not examples or any("model_response" not in e for e in examples):
+        sys.exit("fixtures: prompt_format.md: no complete examples found")
+    return {
+        "source": f"{LLAMA_MODELS[2]}: llama_models/llama3_1/prompt_format.md",
+        "examples": examples,
+    }
+
+
+def llama_models_fixtures(dest: pathlib.Path) -> None:
+    wanted = [dest / name for name in LLAMA_MODELS_MEMBERS.values()] + [dest / EXAMPLES]
+    if all(p.exists() for p in wanted):
+        return
+    with zipfile.ZipFile(fetch(LLAMA_MODELS)) as wheel:
+        for member, name in LLAMA_MODELS_MEMBERS.items():
+            write_atomic(dest / name, wheel.read(member))
+        markdown = wheel.read("llama_models/llama3_1/prompt_format.md").decode("utf-8")
+    examples = json.dumps(prompt_examples(markdown), indent=1, ensure_ascii=False)
+    write_atomic(dest / EXAMPLES, examples.encode("utf-8"))
 
 
 def main() -> None:
@@ -84,11 +149,12 @@ def main() -> None:
     args = parser.parse_args()
     dest = pathlib.Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
+    llama_models_fixtures(dest)
     wanted = [dest / name for name in MEMBERS.values()]
     src_dir = dest / "llama.cpp"
     if all(p.exists() for p in wanted) and (not args.llama_src or src_dir.exists()):
         return
-    archive = fetch_sdist()
+    archive = fetch(LLAMA_CPP)
     with tarfile.open(archive) as tar:
         for member, name in MEMBERS.items():
             data = tar.extractfile(PREFIX + member).read()

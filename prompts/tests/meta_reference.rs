@@ -1,12 +1,11 @@
 //! The `meta` style against Meta's reference prompts (`models/llama3_1/prompt_format.md`).
 //!
 //! The expected prompts are our own test vectors, written from the format's rules; the examples
-//! file in `../shared/reference/` (or `CORRAL_REFERENCE`) is the oracle they are checked against,
-//! and each model response there is parsed back into the call it shows.
+//! of Meta's `prompt_format.md` (from the hash-pinned `llama-models==0.3.0` wheel, extracted
+//! verbatim by `scripts/fixtures.py`) are the oracle they are checked against, and each model
+//! response there is parsed back into the call it shows.
 
 mod common;
-
-use std::path::PathBuf;
 
 use corral_prompts::llama31::{Llama31, Style, ToolPrompt};
 use corral_prompts::{
@@ -18,19 +17,7 @@ const HEAD: &str = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\
 const ASSISTANT: &str = "<|start_header_id|>assistant<|end_header_id|>\n\n";
 
 fn oracle() -> Vec<Value> {
-    let path = std::env::var_os("CORRAL_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/reference/llama3_1-prompt-examples.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "Meta's reference examples are missing at {} ({e}): the CI clone has shared/ beside \
-             the repository; elsewhere set CORRAL_REFERENCE to llama3_1-prompt-examples.json",
-            path.display()
-        )
-    });
+    let text = common::fixture_text("llama3_1-prompt-examples.json");
     let value: Value = serde_json::from_str(&text).expect("reference is JSON");
     value["examples"]
         .as_array()

@@ -6,4 +6,5 @@ mod constrained;
 mod engine;
 mod model_pull;
 mod prompt_cli;
+mod setup_script;
 mod tools_cli;
