@@ -13,4 +13,3 @@ pub mod chat_template;
 pub mod cli;
 pub mod engine;
 pub mod model;
-pub mod session;

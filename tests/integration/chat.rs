@@ -1,12 +1,21 @@
 //! `corral` with no subcommand: the minimal chat on the default model, driven through stdin.
+//!
+//! `--stats` prints, after each answer, how many prompt tokens the model saw: that is how these
+//! tests see what the conversation held when it answered.
 
 use corral_tests::{default_model, run_corral_input};
+use serde_json::Value;
 
-#[test]
-fn chat_answers_each_line_and_quits_on_exit() {
+/// One chat session (greedy, one thread, 1024 tokens of context) fed `lines`; returns stdout,
+/// stderr and the `--stats` line of each answer.
+fn chat(lines: &[&str]) -> (String, String, Vec<Value>) {
     let model = default_model();
+    let mut input = lines.join("\n");
+    input.push('\n');
     let (code, stdout, stderr) = run_corral_input(
         &[
+            "chat",
+            "--stats",
             "--temperature",
             "0",
             "--threads",
@@ -16,17 +25,51 @@ fn chat_answers_each_line_and_quits_on_exit() {
             "--model",
             model.to_str().unwrap(),
         ],
-        "Hello! Who are you?\n/reset\nSay hi.\n/exit\nnever read\n",
+        &input,
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("conversation cleared"), "{stderr}");
-    // Two answers, each ended by a newline; chat markup never leaks into the answer; the line
-    // after /exit is never answered.
-    let answers = stdout.lines().filter(|l| !l.trim().is_empty()).count();
-    assert!(answers >= 2, "expected two answers: {stdout}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    let stats = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect();
+    (stdout, stderr, stats)
+}
+
+fn prompt_tokens(stats: &Value) -> u64 {
+    stats["prompt_tokens"].as_u64().expect("prompt_tokens")
+}
+
+#[test]
+fn reset_clears_what_the_model_sees_and_exit_quits() {
+    let first = "Hello! Who are you?";
+    let second = "Say hi.";
+    let (stdout, stderr, reset) = chat(&[first, "/reset", second, "/exit", "never read"]);
+    // Two answers (the line after /exit is never read), one clearing.
+    assert_eq!(reset.len(), 2, "{stderr}");
+    assert_eq!(
+        stderr.matches("(conversation cleared)").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stdout.ends_with('\n'), "{stdout:?}");
     assert!(
         !stdout.contains("<|im_end|>") && !stdout.contains("<|im_start|>"),
-        "{stdout}"
+        "chat markup leaked: {stdout}"
+    );
+
+    // After /reset the prompt is exactly that of a new chat whose first message is `second`.
+    let (_, _, fresh) = chat(&[second]);
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(prompt_tokens(&reset[1]), prompt_tokens(&fresh[0]));
+
+    // Control, so the check above can fail: without /reset the same turn's prompt also holds
+    // the first exchange.
+    let (_, _, kept) = chat(&[first, second]);
+    assert_eq!(prompt_tokens(&kept[0]), prompt_tokens(&reset[0]));
+    assert_ne!(
+        prompt_tokens(&kept[1]),
+        prompt_tokens(&fresh[0]),
+        "{kept:?}"
     );
 }

@@ -1,13 +1,15 @@
 //! The llama.cpp engine on the real default model.
 //!
 //! Tests share the two cores, so each engine runs one thread and they take turns (a lock):
-//! llama.cpp's threads spin while waiting and slow to a crawl when oversubscribed.
+//! llama.cpp's threads spin while waiting and slow to a crawl when oversubscribed. Nothing here
+//! measures time: speed is the benchmark's business (`make bench`).
 
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use corral::engine::{
-    self, generate_to_string, Backend, EngineOptions, GenerateRequest, Sampling, StopReason,
+    self, generate_to_string, Backend, EngineError, EngineOptions, GenerateRequest, OptionError,
+    Sampling, StopReason,
 };
 use corral_tests::default_model;
 
@@ -89,22 +91,35 @@ fn streamed_multilingual_output_is_whole_characters() {
 }
 
 #[test]
-fn cancellation_from_the_callback_stops_within_a_token() {
+fn cancellation_from_the_callback_stops_after_exactly_that_token() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut backend = load();
     let request = greedy("Count from one to one hundred: one, two, three,", 200);
-    let mut chunks = 0;
-    let generation = backend
-        .generate(&request, &mut |_| {
-            chunks += 1;
-            ControlFlow::Break(())
-        })
-        .unwrap();
-    assert_eq!(generation.stop, StopReason::Cancelled);
-    assert_eq!(chunks, 1, "the callback ran after it asked to stop");
-    // The engine may have sampled the token after the one that carried the first chunk before it
-    // saw the cancellation, never more.
-    assert!(generation.generated_tokens <= 3, "{generation:?}");
+    // The engine waits for the callback's answer to each piece, so where it stops does not
+    // depend on how the threads are scheduled: after the piece that said stop, never later.
+    for stop_at in [1, 5] {
+        let mut pieces = Vec::new();
+        let generation = backend
+            .generate(&request, &mut |piece| {
+                pieces.push(piece.to_string());
+                if pieces.len() == stop_at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(generation.stop, StopReason::Cancelled);
+        assert_eq!(
+            pieces.len(),
+            stop_at,
+            "the callback ran after it asked to stop"
+        );
+        assert_eq!(generation.text, pieces.concat());
+        // This ASCII continuation gives one piece per token; each emitted token is evaluated.
+        assert_eq!(generation.generated_tokens, stop_at, "{generation:?}");
+        assert_eq!(backend.cached_tokens(), generation.prompt_tokens + stop_at);
+    }
 
     // A cancel token set from another thread before the start stops before the first token.
     let cancelled = greedy("Hello", 50);
@@ -134,7 +149,7 @@ fn kv_cache_prefix_is_reused_and_can_be_truncated() {
     // The next turn extends the conversation: everything cached is reused.
     let second_prompt = format!("{first_prompt}{}<|im_end|>\n<|im_start|>user\nAnother one.<|im_end|>\n<|im_start|>assistant\n", first.text);
     let second = generate_to_string(backend.as_mut(), &greedy(&second_prompt, 8)).unwrap();
-    assert!(second.reused_tokens >= first.prompt_tokens, "{second:?}");
+    assert_eq!(second.reused_tokens, cached, "{first:?}\n{second:?}");
 
     // Keep only the first 5 tokens: the next generation re-evaluates the rest, same result.
     backend.truncate_cache(5).unwrap();
@@ -165,10 +180,54 @@ fn stop_strings_end_generation_and_are_not_emitted() {
 }
 
 #[test]
-fn prompt_longer_than_the_context_is_an_error() {
+fn prompt_longer_than_the_context_is_a_usage_error() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut backend = load();
     let long = "word ".repeat(3000);
+    let tokens = backend.tokenize(&long, true).unwrap().len();
     let err = generate_to_string(backend.as_mut(), &greedy(&long, 4)).unwrap_err();
-    assert!(err.to_string().contains("--ctx"), "{err}");
+    assert!(
+        matches!(err, EngineError::PromptTooLong { prompt, context: 2048 } if prompt == tokens),
+        "{err:?}"
+    );
+    assert!(err.is_usage());
+    assert_eq!(backend.cached_tokens(), 0, "nothing was evaluated");
+}
+
+#[test]
+fn bad_options_are_usage_errors_found_before_any_work() {
+    // Checked before the file is even opened: a path that does not exist is never looked at.
+    let options = EngineOptions {
+        batch: 0,
+        ..EngineOptions::default()
+    };
+    let err = engine::llama::load(std::path::Path::new("/no/such/model.gguf"), &options)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, EngineError::Option(OptionError::ZeroBatch)),
+        "{err:?}"
+    );
+    assert!(err.is_usage());
+
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut backend = load();
+    let mut request = greedy("Hello", 4);
+    request.sampling.top_p = 0.0;
+    let err = generate_to_string(backend.as_mut(), &request).unwrap_err();
+    assert!(
+        matches!(err, EngineError::Option(OptionError::TopP(p)) if p == 0.0),
+        "{err:?}"
+    );
+    assert!(err.is_usage());
+    assert_eq!(backend.cached_tokens(), 0, "nothing was evaluated");
+
+    let missing = engine::llama::load(
+        std::path::Path::new("/no/such/model.gguf"),
+        &EngineOptions::default(),
+    )
+    .err()
+    .expect("refused");
+    assert!(matches!(missing, EngineError::Load { .. }), "{missing:?}");
+    assert!(!missing.is_usage());
 }

@@ -1,5 +1,6 @@
 //! `corral prompt render|parse|tokens`: the stable, scriptable CLI over the prompt formats.
 
+use corral::model::gguf;
 use corral_tests::{assert_one_error_line, fixture, run_corral_input};
 use serde_json::{json, Value};
 
@@ -153,91 +154,29 @@ fn tokens_parses_special_tokens_with_a_vocab_only_gguf() {
 }
 
 /// The Llama 3.0 vocab with ids 128008 and 128010 renamed `<|eom_id|>` and `<|python_tag|>`, as
-/// Llama 3.1 names them (both are control tokens already): written next to the test.
+/// Llama 3.1 names them (both are control tokens already): written next to the test. The token
+/// list is read, and spliced back, with corral's own GGUF reader.
 fn llama31_vocab(dir: &std::path::Path) -> std::path::PathBuf {
-    let bytes = std::fs::read(fixture("ggml-vocab-llama-bpe.gguf")).unwrap();
-    let renamed = rename_tokens(
-        &bytes,
-        &[(128_008, "<|eom_id|>"), (128_010, "<|python_tag|>")],
+    let source = fixture("ggml-vocab-llama-bpe.gguf");
+    assert_eq!(
+        gguf::inspect(&source).unwrap().tensor_count,
+        0,
+        "a vocab-only GGUF: no tensor data to realign after the splice"
     );
+    let mut tokens = gguf::string_array(&source, "tokenizer.ggml.tokens")
+        .unwrap()
+        .expect("the vocab has a token list");
+    for (id, name) in [(128_008, "<|eom_id|>"), (128_010, "<|python_tag|>")] {
+        tokens.values[id] = name.as_bytes().to_vec();
+    }
+    let bytes = std::fs::read(&source).unwrap();
+    let (start, end) = (tokens.span.start as usize, tokens.span.end as usize);
+    let mut renamed = bytes[..start].to_vec();
+    renamed.extend(tokens.encode());
+    renamed.extend(&bytes[end..]);
     let path = dir.join("llama-3.1-vocab.gguf");
     std::fs::write(&path, renamed).unwrap();
     path
-}
-
-/// Rewrites entries of `tokenizer.ggml.tokens` in a tensor-free GGUF v3 file.
-fn rename_tokens(bytes: &[u8], renames: &[(usize, &str)]) -> Vec<u8> {
-    struct Reader<'a>(&'a [u8], usize);
-    impl Reader<'_> {
-        fn take(&mut self, n: usize) -> &[u8] {
-            self.1 += n;
-            &self.0[self.1 - n..self.1]
-        }
-        fn u32(&mut self) -> u32 {
-            u32::from_le_bytes(self.take(4).try_into().unwrap())
-        }
-        fn u64(&mut self) -> u64 {
-            u64::from_le_bytes(self.take(8).try_into().unwrap())
-        }
-        fn string(&mut self) -> String {
-            let n = self.u64() as usize;
-            String::from_utf8(self.take(n).to_vec()).unwrap()
-        }
-        /// Skips one value of GGUF type `kind`.
-        fn skip(&mut self, kind: u32) {
-            match kind {
-                0 | 1 | 7 => self.1 += 1,
-                2 | 3 => self.1 += 2,
-                4..=6 => self.1 += 4,
-                10..=12 => self.1 += 8,
-                8 => {
-                    self.string();
-                }
-                9 => {
-                    let inner = self.u32();
-                    for _ in 0..self.u64() {
-                        self.skip(inner);
-                    }
-                }
-                other => panic!("unknown GGUF type {other}"),
-            }
-        }
-    }
-    let mut reader = Reader(bytes, 0);
-    assert_eq!(reader.take(4), b"GGUF");
-    assert_eq!(reader.u32(), 3, "GGUF v3 expected");
-    assert_eq!(reader.u64(), 0, "a vocab-only GGUF has no tensors");
-    let count = reader.u64();
-    let mut out = bytes[..24].to_vec();
-    for _ in 0..count {
-        let start = reader.1;
-        let key = reader.string();
-        let kind = reader.u32();
-        if key != "tokenizer.ggml.tokens" {
-            reader.skip(kind);
-            out.extend_from_slice(&bytes[start..reader.1]);
-            continue;
-        }
-        assert_eq!(
-            (kind, reader.u32()),
-            (9, 8),
-            "tokens are an array of strings"
-        );
-        out.extend_from_slice(&bytes[start..reader.1]);
-        let n = reader.u64();
-        out.extend(n.to_le_bytes());
-        for i in 0..n as usize {
-            let token = reader.string();
-            let token = renames
-                .iter()
-                .find(|(id, _)| *id == i)
-                .map_or(token.as_str(), |(_, name)| name);
-            out.extend((token.len() as u64).to_le_bytes());
-            out.extend(token.as_bytes());
-        }
-    }
-    out.extend_from_slice(&bytes[reader.1..]);
-    out
 }
 
 #[test]

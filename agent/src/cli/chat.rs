@@ -5,18 +5,29 @@
 use std::io::Write;
 use std::ops::ControlFlow;
 
+use clap::Args;
 use rustyline::error::ReadlineError;
 
+use super::generate::stats_json;
+use super::session;
 use super::GlobalOpts;
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::engine::{Backend, GenerateRequest, StopReason};
-use crate::session;
+
+/// Arguments of `corral chat`.
+#[derive(Debug, Default, Args)]
+pub struct ChatArgs {
+    /// After each answer, print its token counts (the prompt's, so what the model saw, and the
+    /// answer's), speeds and stop reason to stderr as one JSON line, like `generate --stats`.
+    #[arg(long)]
+    pub stats: bool,
+}
 
 /// Runs the chat loop until EOF, `/exit` or Ctrl-D.
 ///
 /// # Errors
-/// Model loading failures or a broken terminal.
-pub fn run(global: &GlobalOpts) -> anyhow::Result<()> {
+/// Bad flags, model loading failures or a broken terminal.
+pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let sampling = global.sampling()?;
     let mut backend = session::open_backend(global)?;
     let template = ChatTemplate::for_model(backend.info())?;
@@ -81,6 +92,9 @@ pub fn run(global: &GlobalOpts) -> anyhow::Result<()> {
             Ok(generation) => {
                 if generation.stop == StopReason::MaxTokens {
                     eprintln!("(answer cut at {reply_budget} tokens)");
+                }
+                if args.stats {
+                    eprintln!("{}", stats_json(&generation));
                 }
                 history.push(ChatMessage::new("assistant", generation.text.trim()));
             }

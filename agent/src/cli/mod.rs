@@ -1,12 +1,16 @@
 //! The `corral` command line: argument parsing only; each subcommand lives in its own module.
 //!
 //! Flags that shape the engine (`--model`, `--ctx`, sampling, …) are global: they are accepted
-//! before or after the subcommand.
+//! before or after the subcommand. Every flag is checked before any work starts (reading stdin,
+//! pulling or loading a model), and [`exit_code`] tells a usage mistake (2) from a failure (1).
 
 mod chat;
+pub mod escapes;
 mod generate;
 mod model;
 pub mod prompt;
+mod session;
+pub mod stdin;
 pub mod tools;
 
 use std::fmt;
@@ -14,7 +18,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{EngineOptions, FlashAttention, KvType, Sampling};
+use crate::engine::{EngineError, EngineOptions, FlashAttention, KvType, OptionError, Sampling};
 
 /// corral: a local Llama that uses sandboxed tools.
 #[derive(Debug, Parser)]
@@ -96,7 +100,7 @@ impl GlobalOpts {
             verbose: self.verbose,
             show_progress: true,
         };
-        options.validate().map_err(UsageError::new)?;
+        options.validate()?;
         Ok(options)
     }
 
@@ -113,18 +117,7 @@ impl GlobalOpts {
             seed: self.seed.unwrap_or(defaults.seed),
             repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
         };
-        if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
-            return Err(UsageError::new("--temperature must be 0 or more"));
-        }
-        if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
-            return Err(UsageError::new("--top-p must be in (0, 1]"));
-        }
-        if !(sampling.repeat_penalty > 0.0 && sampling.repeat_penalty.is_finite()) {
-            return Err(UsageError::new("--repeat-penalty must be more than 0"));
-        }
-        if sampling.top_k < 0 {
-            return Err(UsageError::new("--top-k must be 0 or more"));
-        }
+        sampling.validate()?;
         Ok(sampling)
     }
 }
@@ -133,7 +126,7 @@ impl GlobalOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Chat with the model (the default when no subcommand is given).
-    Chat,
+    Chat(chat::ChatArgs),
     /// Print a raw completion of TEXT.
     Generate(generate::GenerateArgs),
     /// Pull, list and locate models.
@@ -145,6 +138,12 @@ pub enum Command {
     /// Install, list, remove and call sandboxed tool plugins.
     #[command(subcommand)]
     Tools(tools::ToolsCommand),
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Command::Chat(chat::ChatArgs::default())
+    }
 }
 
 /// A mistake in what the user asked for (bad flag value, bad input): exit code 2.
@@ -166,13 +165,37 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+impl From<OptionError> for UsageError {
+    fn from(err: OptionError) -> Self {
+        Self(err.to_string())
+    }
+}
+
+/// The exit code for an error that ended a command: 2 when it is a usage mistake anywhere in its
+/// chain (a [`UsageError`], a bad option, a prompt that does not fit: see
+/// [`EngineError::is_usage`]), 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|cause| {
+        cause.is::<UsageError>()
+            || cause.is::<OptionError>()
+            || cause
+                .downcast_ref::<EngineError>()
+                .is_some_and(EngineError::is_usage)
+    });
+    if usage {
+        2
+    } else {
+        1
+    }
+}
+
 /// Runs the parsed command line.
 ///
 /// # Errors
 /// Whatever the subcommand reports; [`UsageError`]s mean exit code 2.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Chat) {
-        Command::Chat => chat::run(&cli.global),
+    match cli.command.unwrap_or_default() {
+        Command::Chat(args) => chat::run(&args, &cli.global),
         Command::Generate(args) => generate::run(&args, &cli.global),
         Command::Model(command) => model::run(command),
         Command::Prompt(command) => prompt::run(command, &cli.global),

@@ -1,7 +1,7 @@
 //! `corral prompt …`: render, parse and tokenize Llama 3.1 prompts, for scripts and for checking
 //! what the model really sees. The formats themselves live in `corral-prompts`; this is I/O only.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -10,6 +10,7 @@ use corral_prompts::llama31::{Llama31, Style};
 use corral_prompts::request::{tools_from_json, RenderRequest};
 use corral_prompts::{parse_all, Format, ToolSet};
 
+use super::stdin::read_stdin;
 use super::{GlobalOpts, UsageError};
 
 /// Subcommands of `corral prompt`.
@@ -45,14 +46,6 @@ pub fn run(command: PromptCommand, global: &GlobalOpts) -> anyhow::Result<()> {
     }
 }
 
-fn read_stdin() -> anyhow::Result<String> {
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| UsageError::new(format!("cannot read stdin as UTF-8 text: {e}")))?;
-    Ok(input)
-}
-
 fn write_stdout(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
@@ -61,7 +54,8 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 fn render() -> anyhow::Result<()> {
-    let request = RenderRequest::from_json(&read_stdin()?).map_err(|e| UsageError::new(e.0))?;
+    let request = RenderRequest::from_json(&read_stdin("the conversation")?)
+        .map_err(|e| UsageError::new(e.0))?;
     let text = request
         .format
         .render(&request.conversation, request.add_generation_prompt)
@@ -80,7 +74,7 @@ fn parse(tools: Option<&Path>) -> anyhow::Result<()> {
             ToolSet::new(&specs, &builtins)
         }
     };
-    let output = read_stdin()?;
+    let output = read_stdin("the model output")?;
     let parsed = parse_all(Llama31::new(Style::Template).parser(tool_set), &output);
     let errors: Vec<serde_json::Value> = parsed
         .errors
@@ -111,7 +105,7 @@ fn tokens(model: Option<&Path>) -> anyhow::Result<()> {
     if !model.is_file() {
         return Err(UsageError::new(format!("--model {}: no such file", model.display())).into());
     }
-    let text = read_stdin()?;
+    let text = read_stdin("the text")?;
     let ids = tokenize(model, &text)?;
     write_stdout(&format!("{}\n", serde_json::to_string(&ids)?))
 }

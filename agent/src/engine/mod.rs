@@ -32,7 +32,7 @@ use std::sync::Arc;
 use corral_prompts::ToolConstraint;
 
 pub use options::{
-    available_memory_bytes, choose_context, EngineOptions, FlashAttention, KvType,
+    available_memory_bytes, choose_context, EngineOptions, FlashAttention, KvType, OptionError,
     MAX_CONTEXT_TOKENS,
 };
 pub use scripted::{ScriptedBackend, ScriptedReply};
@@ -183,20 +183,17 @@ pub struct ModelInfo {
 }
 
 /// Errors from an inference backend.
+///
+/// Two families, told apart by [`EngineError::is_usage`]: mistakes in what the caller asked for
+/// (a bad option, a prompt that is empty or does not fit), which the caller can fix and the CLI
+/// reports with exit code 2; and failures of the model file, llama.cpp or the machine, which it
+/// reports with exit code 1.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// The model could not be loaded.
-    #[error("cannot load model {path}: {reason}")]
-    Load {
-        /// The model file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The options do not fit this model or machine.
-    #[error("{0}")]
-    Config(String),
+    /// An option is out of range, conflicts with another or does not fit this model.
+    #[error(transparent)]
+    Option(#[from] OptionError),
     /// The prompt does not fit into the context window.
     #[error(
         "prompt is {prompt} tokens but the context holds {context}: shorten it or raise --ctx"
@@ -207,15 +204,60 @@ pub enum EngineError {
         /// Context size.
         context: usize,
     },
-    /// llama.cpp failed while evaluating.
-    #[error("inference failed: {0}")]
-    Inference(String),
+    /// The prompt has no tokens.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// The model file could not be loaded.
+    #[error("cannot load model {path}: {reason}")]
+    Load {
+        /// The model file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// llama.cpp's backend could not be initialised.
+    #[error("cannot initialise llama.cpp: {0}")]
+    Init(String),
+    /// The engine thread could not be started.
+    #[error("cannot start the engine thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// llama.cpp could not create a context of this size (usually: not enough memory).
+    #[error("cannot create a {tokens}-token context: {reason}")]
+    Context {
+        /// Context size asked for.
+        tokens: u32,
+        /// llama.cpp's reason.
+        reason: String,
+    },
+    /// Evaluating tokens (`llama_decode`, or filling its batch) failed.
+    #[error("llama_decode failed: {0}")]
+    Decode(String),
+    /// The KV cache could not be trimmed.
+    #[error("cannot trim the KV cache: {0}")]
+    Cache(String),
+    /// A tool-call constraint could not be prepared or followed.
+    #[error("tool-call constraint failed: {0}")]
+    Constraint(String),
+    /// A [`ScriptedBackend`] was asked for more replies than it was given.
+    #[error("scripted backend has no replies left")]
+    ScriptExhausted,
     /// This build has no llama.cpp engine.
     #[error("this corral was built without the llama.cpp engine: rebuild with `--features llama`")]
     Unavailable,
     /// The engine thread is gone (it panicked or was shut down).
     #[error("the inference engine stopped unexpectedly")]
     EngineGone,
+}
+
+impl EngineError {
+    /// Whether this is a mistake in what the caller asked for (an option, the prompt) rather
+    /// than a failure of the model file, llama.cpp or the machine.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Option(_) | EngineError::PromptTooLong { .. } | EngineError::EmptyPrompt
+        )
+    }
 }
 
 /// Receives generated text as it is produced; `Break` cancels the generation.
@@ -234,10 +276,13 @@ pub trait Backend {
 
     /// Generates a continuation of `request.prompt`, streaming text into `sink`.
     ///
-    /// Reuses the longest prefix of the prompt already in the KV cache.
+    /// Reuses the longest prefix of the prompt already in the KV cache. When `sink` returns
+    /// `Break`, generation stops before the next token is sampled ([`StopReason::Cancelled`]);
+    /// the text `sink` was given is part of [`Generation::text`] and of the cache.
     ///
     /// # Errors
-    /// When the prompt does not fit or evaluation fails.
+    /// Bad sampling options, a prompt that is empty or does not fit ([`EngineError::is_usage`]),
+    /// or a failed evaluation.
     fn generate(
         &mut self,
         request: &GenerateRequest,

@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use super::Sampling;
+
 /// The largest context corral accepts (Llama 3.1's 128K window).
 pub const MAX_CONTEXT_TOKENS: u32 = 131_072;
 
@@ -102,21 +104,111 @@ impl Default for EngineOptions {
 }
 
 impl EngineOptions {
-    /// Checks option combinations llama.cpp would reject with a less helpful message.
+    /// Checks what can be checked without the model: option combinations llama.cpp would reject
+    /// with a less helpful message, and sizes out of range. The context size is checked against
+    /// the model's training context when the model is loaded ([`choose_context`]).
     ///
     /// # Errors
-    /// A description of the conflict and how to resolve it.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first bad option, saying how to fix it.
+    pub fn validate(&self) -> Result<(), OptionError> {
         if self.kv_type == KvType::Q8_0 && self.flash_attention == FlashAttention::Off {
-            return Err("--kv-type q8_0 needs flash attention: drop `--flash-attn off`".into());
+            return Err(OptionError::QuantizedKvNeedsFlashAttention);
         }
         if self.batch == 0 {
-            return Err("--batch must be at least 1".into());
+            return Err(OptionError::ZeroBatch);
         }
         if self.threads == 0 {
-            return Err("--threads must be at least 1".into());
+            return Err(OptionError::ZeroThreads);
+        }
+        match self.context_tokens {
+            Some(0) => Err(OptionError::ZeroContext),
+            Some(requested) if requested > MAX_CONTEXT_TOKENS => {
+                Err(OptionError::ContextOverMaximum { requested })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Sampling {
+    /// Checks that every value is in range.
+    ///
+    /// # Errors
+    /// The first value out of range.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(OptionError::Temperature(self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(OptionError::TopP(self.top_p));
+        }
+        if self.top_k < 0 {
+            return Err(OptionError::TopK(self.top_k));
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return Err(OptionError::RepeatPenalty(self.repeat_penalty));
         }
         Ok(())
+    }
+}
+
+/// An option that is out of range, conflicts with another, or does not fit the model: always a
+/// mistake in what the caller asked for, never a failure of the engine. Messages name the
+/// command-line flag that sets the option.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionError {
+    /// A q8_0 KV cache with flash attention forced off.
+    #[error("--kv-type q8_0 needs flash attention: drop `--flash-attn off`")]
+    QuantizedKvNeedsFlashAttention,
+    /// A batch of 0 tokens.
+    #[error("--batch must be at least 1")]
+    ZeroBatch,
+    /// 0 threads.
+    #[error("--threads must be at least 1")]
+    ZeroThreads,
+    /// A context of 0 tokens.
+    #[error("--ctx must be at least 1 token")]
+    ZeroContext,
+    /// A context over [`MAX_CONTEXT_TOKENS`], whatever the model.
+    #[error("--ctx {requested} is larger than corral's maximum ({MAX_CONTEXT_TOKENS} tokens)")]
+    ContextOverMaximum {
+        /// Tokens asked for.
+        requested: u32,
+    },
+    /// A context over what the model was trained with.
+    #[error(
+        "--ctx {requested} is larger than this model supports ({supported} tokens, its training \
+         context{}): use --ctx {supported} or less",
+        capped_note(.capped)
+    )]
+    ContextOverModel {
+        /// Tokens asked for.
+        requested: u32,
+        /// The most this model takes.
+        supported: u32,
+        /// Whether `supported` is corral's maximum rather than the training context itself.
+        capped: bool,
+    },
+    /// A negative or non-finite temperature.
+    #[error("--temperature must be 0 or more (got {0})")]
+    Temperature(f32),
+    /// A nucleus mass outside (0, 1].
+    #[error("--top-p must be in (0, 1] (got {0})")]
+    TopP(f32),
+    /// A negative top-k.
+    #[error("--top-k must be 0 or more (got {0})")]
+    TopK(i32),
+    /// A repeat penalty of 0 or less, or not finite.
+    #[error("--repeat-penalty must be more than 0 (got {0})")]
+    RepeatPenalty(f32),
+}
+
+fn capped_note(capped: &bool) -> &'static str {
+    if *capped {
+        " capped at 131072"
+    } else {
+        ""
     }
 }
 
@@ -141,30 +233,26 @@ pub fn available_memory_bytes() -> Option<u64> {
 /// context capped so the KV cache takes at most half of the available memory.
 ///
 /// # Errors
-/// When the requested size exceeds what the model supports or corral's maximum.
+/// [`OptionError::ContextOverModel`] when the requested size exceeds what the model supports.
 pub fn choose_context(
     requested: Option<u32>,
     trained: u32,
     kv_bytes_per_token: f64,
     available_memory: Option<u64>,
-) -> Result<u32, String> {
+) -> Result<u32, OptionError> {
     let supported = trained.clamp(1, MAX_CONTEXT_TOKENS);
-    if let Some(ctx) = requested {
-        if ctx == 0 {
-            return Err("--ctx must be at least 1 token".into());
+    if let Some(requested) = requested {
+        if requested == 0 {
+            return Err(OptionError::ZeroContext);
         }
-        if ctx > supported {
-            return Err(format!(
-                "--ctx {ctx} is larger than this model supports ({supported} tokens, its training \
-                 context{}): use --ctx {supported} or less",
-                if trained > MAX_CONTEXT_TOKENS {
-                    " capped at 131072"
-                } else {
-                    ""
-                }
-            ));
+        if requested > supported {
+            return Err(OptionError::ContextOverModel {
+                requested,
+                supported,
+                capped: trained > MAX_CONTEXT_TOKENS,
+            });
         }
-        return Ok(ctx);
+        return Ok(requested);
     }
     let Some(available) = available_memory else {
         return Ok(supported);
@@ -182,8 +270,19 @@ mod tests {
     #[test]
     fn requested_context_over_training_context_is_refused_with_the_limit() {
         let err = choose_context(Some(16_384), 8_192, 1000.0, None).unwrap_err();
-        assert!(err.contains("8192"), "{err}");
-        assert!(err.contains("--ctx 16384"), "{err}");
+        assert_eq!(
+            err,
+            OptionError::ContextOverModel {
+                requested: 16_384,
+                supported: 8_192,
+                capped: false
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "--ctx 16384 is larger than this model supports (8192 tokens, its training context): \
+             use --ctx 8192 or less"
+        );
     }
 
     #[test]
@@ -211,7 +310,132 @@ mod tests {
     #[test]
     fn context_beyond_corral_maximum_is_refused() {
         let err = choose_context(Some(200_000), 1_000_000, 1.0, None).unwrap_err();
-        assert!(err.contains("131072"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "--ctx 200000 is larger than this model supports (131072 tokens, its training \
+             context capped at 131072): use --ctx 131072 or less"
+        );
+        let options = EngineOptions {
+            context_tokens: Some(200_000),
+            ..EngineOptions::default()
+        };
+        assert_eq!(
+            options.validate(),
+            Err(OptionError::ContextOverMaximum { requested: 200_000 })
+        );
+    }
+
+    #[test]
+    fn each_bad_option_is_named() {
+        let base = EngineOptions::default();
+        let cases = [
+            (
+                EngineOptions {
+                    kv_type: KvType::Q8_0,
+                    flash_attention: FlashAttention::Off,
+                    ..base.clone()
+                },
+                OptionError::QuantizedKvNeedsFlashAttention,
+            ),
+            (
+                EngineOptions {
+                    batch: 0,
+                    ..base.clone()
+                },
+                OptionError::ZeroBatch,
+            ),
+            (
+                EngineOptions {
+                    threads: 0,
+                    ..base.clone()
+                },
+                OptionError::ZeroThreads,
+            ),
+            (
+                EngineOptions {
+                    context_tokens: Some(0),
+                    ..base.clone()
+                },
+                OptionError::ZeroContext,
+            ),
+        ];
+        for (options, expected) in cases {
+            assert_eq!(options.validate(), Err(expected));
+        }
+        assert_eq!(base.validate(), Ok(()));
+        let good = EngineOptions {
+            context_tokens: Some(MAX_CONTEXT_TOKENS),
+            kv_type: KvType::Q8_0,
+            ..base
+        };
+        assert_eq!(good.validate(), Ok(()));
+    }
+
+    #[test]
+    fn sampling_values_out_of_range_are_named() {
+        let base = Sampling::default();
+        let cases = [
+            (
+                Sampling {
+                    temperature: -0.1,
+                    ..base.clone()
+                },
+                "--temperature must be 0 or more (got -0.1)",
+            ),
+            (
+                Sampling {
+                    temperature: f32::INFINITY,
+                    ..base.clone()
+                },
+                "--temperature must be 0 or more (got inf)",
+            ),
+            (
+                Sampling {
+                    top_p: 0.0,
+                    ..base.clone()
+                },
+                "--top-p must be in (0, 1] (got 0)",
+            ),
+            (
+                Sampling {
+                    top_p: 1.5,
+                    ..base.clone()
+                },
+                "--top-p must be in (0, 1] (got 1.5)",
+            ),
+            (
+                Sampling {
+                    top_k: -1,
+                    ..base.clone()
+                },
+                "--top-k must be 0 or more (got -1)",
+            ),
+            (
+                Sampling {
+                    repeat_penalty: 0.0,
+                    ..base.clone()
+                },
+                "--repeat-penalty must be more than 0 (got 0)",
+            ),
+            (
+                Sampling {
+                    repeat_penalty: f32::NAN,
+                    ..base.clone()
+                },
+                "--repeat-penalty must be more than 0 (got NaN)",
+            ),
+        ];
+        for (sampling, message) in cases {
+            assert_eq!(sampling.validate().unwrap_err().to_string(), message);
+        }
+        assert_eq!(base.validate(), Ok(()));
+        assert_eq!(Sampling::greedy().validate(), Ok(()));
+        let edges = Sampling {
+            top_p: 1.0,
+            top_k: 0,
+            ..base
+        };
+        assert_eq!(edges.validate(), Ok(()));
     }
 
     #[test]

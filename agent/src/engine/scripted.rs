@@ -85,13 +85,14 @@ impl Backend for ScriptedBackend {
         request: &GenerateRequest,
         sink: &mut TextSink<'_>,
     ) -> Result<Generation, EngineError> {
+        request.sampling.validate()?;
         self.prompts.push(request.prompt.clone());
         let prompt = Self::char_tokens(&request.prompt);
         let reused = common_prefix(&self.cache, &prompt);
         let reply = self
             .replies
             .pop_front()
-            .ok_or_else(|| EngineError::Inference("scripted backend has no replies left".into()))?;
+            .ok_or(EngineError::ScriptExhausted)?;
         let mut matcher = StopMatcher::new(&request.stop_strings);
         let mut text = String::new();
         let mut generated = 0;
@@ -211,6 +212,8 @@ mod tests {
     #[test]
     fn running_out_of_replies_is_an_error_not_a_panic() {
         let mut backend = ScriptedBackend::new([]);
-        assert!(generate_to_string(&mut backend, &request("x")).is_err());
+        let err = generate_to_string(&mut backend, &request("x")).unwrap_err();
+        assert!(matches!(err, EngineError::ScriptExhausted), "{err}");
+        assert!(!err.is_usage());
     }
 }

@@ -7,9 +7,13 @@
 //! short is caught here instead of deep inside llama.cpp. Lengths read from the file are checked
 //! against the file's size before anything is allocated: a hostile header cannot make it
 //! allocate or loop without bound.
+//!
+//! [`string_array`] reads one metadata array of strings (a vocabulary's tokens) and says where
+//! its value lies in the file, so a caller can splice in a changed copy ([`StringArray::encode`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::Path;
 
 /// What was wrong with a file that should be GGUF.
@@ -73,39 +77,12 @@ enum Value {
 /// # Errors
 /// Missing, unreadable, not GGUF, unsupported version, corrupt or truncated.
 pub fn inspect(path: &Path) -> Result<GgufSummary, GgufError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(GgufError::Missing),
-        Err(e) => return Err(GgufError::Io(e)),
-    };
-    let file_size = file.metadata()?.len();
-    if file.metadata()?.is_dir() {
-        return Err(GgufError::NotGguf("a directory".into()));
-    }
-    let mut reader = Reader {
-        inner: BufReader::new(file),
-        pos: 0,
-        len: file_size,
-    };
-    let mut magic = [0u8; 4];
-    if file_size < 4 {
-        return Err(GgufError::NotGguf(format!("{file_size} bytes")));
-    }
-    reader.read_exact(&mut magic)?;
-    if &magic != b"GGUF" {
-        return Err(GgufError::NotGguf(
-            String::from_utf8_lossy(&magic).into_owned(),
-        ));
-    }
-    let version = reader.u32()?;
-    if !(2..=3).contains(&version) {
-        return Err(GgufError::UnsupportedVersion(version));
-    }
-    let tensor_count = reader.u64()?;
-    let kv_count = reader.u64()?;
-    reader.check_count(tensor_count, 8)?;
-    reader.check_count(kv_count, 12)?;
-
+    let Header {
+        mut reader,
+        tensor_count,
+        kv_count,
+    } = Header::read(path)?;
+    let file_size = reader.len;
     let mut summary = GgufSummary {
         tensor_count,
         file_size,
@@ -171,6 +148,119 @@ pub fn inspect(path: &Path) -> Result<GgufSummary, GgufError> {
         });
     }
     Ok(summary)
+}
+
+/// One metadata array of strings, and where its value lies in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringArray {
+    /// The strings, as bytes (GGUF does not promise UTF-8).
+    pub values: Vec<Vec<u8>>,
+    /// Byte range of the value in the file: item type, count and the strings.
+    pub span: Range<u64>,
+}
+
+impl StringArray {
+    /// The value as GGUF stores it (item type, count, then length-prefixed strings): the bytes
+    /// to put at [`span`](Self::span) for a file holding `values` instead.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(TYPE_STRING.to_le_bytes());
+        out.extend((self.values.len() as u64).to_le_bytes());
+        for value in &self.values {
+            out.extend((value.len() as u64).to_le_bytes());
+            out.extend(value);
+        }
+        out
+    }
+}
+
+/// GGUF's metadata type ids for strings and arrays.
+const TYPE_STRING: u32 = 8;
+const TYPE_ARRAY: u32 = 9;
+
+/// Reads the metadata array of strings under `key` (e.g. `tokenizer.ggml.tokens`) from the GGUF
+/// file at `path`; `None` when there is no such key or its value is not an array of strings.
+///
+/// # Errors
+/// As [`inspect`], for the part of the file read up to that key.
+pub fn string_array(path: &Path, key: &str) -> Result<Option<StringArray>, GgufError> {
+    let Header {
+        mut reader,
+        kv_count,
+        ..
+    } = Header::read(path)?;
+    for _ in 0..kv_count {
+        let this_key = reader.string()?;
+        let kind = reader.u32()?;
+        if this_key != key || kind != TYPE_ARRAY {
+            reader.typed_value(kind)?;
+            continue;
+        }
+        let start = reader.pos;
+        let item = reader.u32()?;
+        let count = reader.u64()?;
+        if item != TYPE_STRING {
+            return Ok(None);
+        }
+        reader.check_count(count, 8)?;
+        let values = (0..count)
+            .map(|_| reader.bytes())
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Some(StringArray {
+            values,
+            span: start..reader.pos,
+        }));
+    }
+    Ok(None)
+}
+
+/// A checked file header: a reader placed after it, and the counts it declares.
+struct Header {
+    reader: Reader,
+    tensor_count: u64,
+    kv_count: u64,
+}
+
+impl Header {
+    fn read(path: &Path) -> Result<Self, GgufError> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(GgufError::Missing),
+            Err(e) => return Err(GgufError::Io(e)),
+        };
+        let file_size = file.metadata()?.len();
+        if file.metadata()?.is_dir() {
+            return Err(GgufError::NotGguf("a directory".into()));
+        }
+        let mut reader = Reader {
+            inner: BufReader::new(file),
+            pos: 0,
+            len: file_size,
+        };
+        let mut magic = [0u8; 4];
+        if file_size < 4 {
+            return Err(GgufError::NotGguf(format!("{file_size} bytes")));
+        }
+        reader.read_exact(&mut magic)?;
+        if &magic != b"GGUF" {
+            return Err(GgufError::NotGguf(
+                String::from_utf8_lossy(&magic).into_owned(),
+            ));
+        }
+        let version = reader.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(GgufError::UnsupportedVersion(version));
+        }
+        let tensor_count = reader.u64()?;
+        let kv_count = reader.u64()?;
+        reader.check_count(tensor_count, 8)?;
+        reader.check_count(kv_count, 12)?;
+        Ok(Self {
+            reader,
+            tensor_count,
+            kv_count,
+        })
+    }
 }
 
 /// Bytes of a tensor of `elements` elements of ggml type `kind`, for the types whose layout is
@@ -263,12 +353,16 @@ impl Reader {
         Ok(u64::from_le_bytes(buf))
     }
 
-    fn string(&mut self) -> Result<String, GgufError> {
+    fn bytes(&mut self) -> Result<Vec<u8>, GgufError> {
         let len = self.u64()?;
         self.check_count(len, 1)?;
         let mut buf = vec![0u8; len as usize];
         self.read_exact(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        Ok(buf)
+    }
+
+    fn string(&mut self) -> Result<String, GgufError> {
+        Ok(String::from_utf8_lossy(&self.bytes()?).into_owned())
     }
 
     fn value(&mut self) -> Result<Value, GgufError> {
@@ -416,6 +510,62 @@ mod tests {
             inspect(Path::new("/no/such/model.gguf")),
             Err(GgufError::Missing)
         ));
+    }
+
+    /// A tensor-free GGUF v3 file: a name, then `tokenizer.ggml.tokens` = `tokens`, then a u32.
+    fn vocab_gguf(tokens: &[&str]) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend(0u64.to_le_bytes()); // tensors
+        out.extend(3u64.to_le_bytes()); // kv
+        string(&mut out, "general.name");
+        out.extend(8u32.to_le_bytes());
+        string(&mut out, "Vocab");
+        string(&mut out, "tokenizer.ggml.tokens");
+        out.extend(9u32.to_le_bytes());
+        out.extend(8u32.to_le_bytes());
+        out.extend((tokens.len() as u64).to_le_bytes());
+        for token in tokens {
+            string(&mut out, token);
+        }
+        string(&mut out, "tokenizer.ggml.bos_token_id");
+        out.extend(4u32.to_le_bytes());
+        out.extend(7u32.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn string_arrays_are_read_with_their_span_and_splice_back() {
+        let bytes = vocab_gguf(&["<s>", "a", "b"]);
+        let file = write(&bytes);
+        let mut tokens = string_array(file.path(), "tokenizer.ggml.tokens")
+            .unwrap()
+            .expect("the array is there");
+        assert_eq!(tokens.values, [&b"<s>"[..], b"a", b"b"]);
+        let span = tokens.span.start as usize..tokens.span.end as usize;
+        assert_eq!(
+            tokens.encode(),
+            bytes[span.clone()],
+            "encode is the identity"
+        );
+
+        tokens.values[1] = b"<|longer token|>".to_vec();
+        let mut spliced = bytes[..span.start].to_vec();
+        spliced.extend(tokens.encode());
+        spliced.extend(&bytes[span.end..]);
+        let file = write(&spliced);
+        let again = string_array(file.path(), "tokenizer.ggml.tokens")
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.values, [&b"<s>"[..], b"<|longer token|>", b"b"]);
+        assert_eq!(inspect(file.path()).unwrap().name, "Vocab");
+
+        assert_eq!(string_array(file.path(), "general.name").unwrap(), None);
+        assert_eq!(string_array(file.path(), "no.such.key").unwrap(), None);
     }
 
     #[test]

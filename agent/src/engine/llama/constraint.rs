@@ -52,7 +52,7 @@ impl GrammarFactory {
     pub(super) fn new(model: &LlamaModel) -> Result<Self, EngineError> {
         let tok_env = LlamaSampler::llguidance_tok_env(model);
         let mut factory = ParserFactory::new_simple(&tok_env)
-            .map_err(|e| EngineError::Inference(format!("cannot prepare constraints: {e}")))?;
+            .map_err(|e| EngineError::Constraint(format!("cannot prepare constraints: {e}")))?;
         factory.quiet();
         Ok(Self {
             factory,
@@ -127,7 +127,7 @@ impl<'c> ConstraintTracker<'c> {
         }
         let matcher = factory
             .matcher(&self.constraint.lark, &[])
-            .map_err(EngineError::Inference)?;
+            .map_err(EngineError::Constraint)?;
         self.engaged = true;
         Ok(Some(Guide::new(matcher, None)))
     }

@@ -3,8 +3,10 @@
 //! llama.cpp's context borrows its model, and both must stay on one thread while they are used,
 //! so [`LlamaEngine`] is a handle: a dedicated engine thread owns the model and its context and
 //! takes commands over a channel. Generated text streams back over a second channel while the
-//! caller's thread runs its callback, so cancellation from the callback (or any thread, through
-//! the [`CancelToken`](super::CancelToken)) is seen before the next token is sampled.
+//! caller's thread runs its callback, and the engine waits for the callback's answer to each
+//! piece before it samples again: a callback's `Break` stops generation after exactly the token
+//! that carried that piece, however the threads are scheduled. A [`CancelToken`](super::CancelToken)
+//! set from any thread is checked before each token.
 
 mod constraint;
 mod worker;
@@ -36,7 +38,7 @@ fn backend(verbose: bool) -> Result<&'static LlamaBackend, EngineError> {
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| EngineError::Config(format!("cannot initialise llama.cpp: {e}")))
+        .map_err(|e| EngineError::Init(e.clone()))
 }
 
 /// Checks that `path` is a readable, complete GGUF file before llama.cpp sees it, so a bad
@@ -93,6 +95,8 @@ enum Command {
     Generate {
         request: GenerateRequest,
         events: mpsc::Sender<Event>,
+        /// The callback's answer to each [`Event::Text`]: `true` to go on.
+        proceed: mpsc::Receiver<bool>,
     },
     Truncate {
         keep: usize,
@@ -102,6 +106,7 @@ enum Command {
 
 /// What the engine thread sends back while generating.
 enum Event {
+    /// A piece of text; the engine waits for an answer on `proceed` before going on.
     Text(String),
     Done(Result<Generation, EngineError>),
 }
@@ -119,6 +124,7 @@ impl LlamaEngine {
     /// # Errors
     /// As [`load`].
     pub fn load(path: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
+        options.validate()?;
         let summary = check_model_file(path)?;
         let backend = backend(options.verbose)?;
         let (commands, inbox) = mpsc::channel();
@@ -140,7 +146,7 @@ impl LlamaEngine {
                     worker_cached,
                 );
             })
-            .map_err(|e| EngineError::Config(format!("cannot start the engine thread: {e}")))?;
+            .map_err(EngineError::Thread)?;
         let info = ready_rx.recv().map_err(|_| EngineError::EngineGone)??;
         Ok(Self {
             commands,
@@ -172,23 +178,22 @@ impl Backend for LlamaEngine {
         request: &GenerateRequest,
         sink: &mut TextSink<'_>,
     ) -> Result<Generation, EngineError> {
+        request.sampling.validate()?;
         let (events, stream) = mpsc::channel();
+        let (answers, proceed) = mpsc::channel();
         self.commands
             .send(Command::Generate {
                 request: request.clone(),
                 events,
+                proceed,
             })
             .map_err(|_| EngineError::EngineGone)?;
-        let mut broke = false;
         for event in stream {
             match event {
-                Event::Text(text) if !broke => {
-                    if sink(&text).is_break() {
-                        broke = true;
-                        request.cancel.cancel();
-                    }
+                Event::Text(text) => {
+                    // The engine thread is gone if this fails; the stream then ends below.
+                    let _ = answers.send(sink(&text).is_continue());
                 }
-                Event::Text(_) => {}
                 Event::Done(result) => return result,
             }
         }

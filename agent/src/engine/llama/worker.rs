@@ -70,8 +70,12 @@ pub(super) fn run(
             } => {
                 let _ = reply.send(session.tokenize(&text, special));
             }
-            Command::Generate { request, events } => {
-                let result = session.generate(&request, &events);
+            Command::Generate {
+                request,
+                events,
+                proceed,
+            } => {
+                let result = session.generate(&request, &events, &proceed);
                 let _ = events.send(Event::Done(result));
             }
             Command::Truncate { keep, reply } => {
@@ -126,8 +130,7 @@ fn new_context<'m>(
         trained,
         per_token,
         available_memory_bytes(),
-    )
-    .map_err(EngineError::Config)?;
+    )?;
     let kv = match options.kv_type {
         KvType::F16 => KvCacheType::F16,
         KvType::Q8_0 => KvCacheType::Q8_0,
@@ -149,7 +152,10 @@ fn new_context<'m>(
         .with_flash_attention_policy(flash);
     let ctx = model
         .new_context(backend, params)
-        .map_err(|e| EngineError::Config(format!("cannot create a {n_ctx}-token context: {e}")))?;
+        .map_err(|e| EngineError::Context {
+            tokens: n_ctx,
+            reason: e.to_string(),
+        })?;
     let info = ModelInfo {
         name: summary.name.clone(),
         context_tokens: ctx.n_ctx() as usize,
@@ -191,7 +197,7 @@ impl Session<'_> {
             let from = u32::try_from(keep).unwrap_or(u32::MAX);
             self.ctx
                 .kv_cache_seq_rm(0, Some(from), None)
-                .map_err(|e| EngineError::Inference(format!("cannot trim the KV cache: {e}")))?;
+                .map_err(|e| EngineError::Cache(e.to_string()))?;
             self.cache.truncate(keep);
         }
         self.cached.store(self.cache.len(), Ordering::SeqCst);
@@ -212,11 +218,11 @@ impl Session<'_> {
                 let wants_logits = last_chunk && i + 1 == chunk.len();
                 batch
                     .add(LlamaToken(token), pos, &[0], wants_logits)
-                    .map_err(|e| EngineError::Inference(e.to_string()))?;
+                    .map_err(|e| EngineError::Decode(e.to_string()))?;
             }
             self.ctx
                 .decode(batch)
-                .map_err(|e| EngineError::Inference(format!("llama_decode failed: {e}")))?;
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
             self.cache.extend_from_slice(chunk);
         }
         self.cached.store(self.cache.len(), Ordering::SeqCst);
@@ -253,11 +259,12 @@ impl Session<'_> {
         &mut self,
         request: &GenerateRequest,
         events: &mpsc::Sender<Event>,
+        proceed: &mpsc::Receiver<bool>,
     ) -> Result<Generation, EngineError> {
         let prompt = self.tokenize(&request.prompt, true);
         let n_ctx = self.ctx.n_ctx() as usize;
         if prompt.is_empty() {
-            return Err(EngineError::Inference("the prompt is empty".into()));
+            return Err(EngineError::EmptyPrompt);
         }
         if prompt.len() >= n_ctx {
             return Err(EngineError::PromptTooLong {
@@ -290,11 +297,14 @@ impl Session<'_> {
         let mut text = String::new();
         let mut generated = 0usize;
         let vocab = self.model.vocab();
-        let emit = |chunk: &str, text: &mut String| {
-            if !chunk.is_empty() {
-                text.push_str(chunk);
-                let _ = events.send(Event::Text(chunk.to_string()));
+        // Sends a piece to the caller's callback and waits for its answer: `false` (or a caller
+        // that is gone) stops generation before the next token.
+        let emit = |chunk: &str, text: &mut String| -> bool {
+            if chunk.is_empty() {
+                return true;
             }
+            text.push_str(chunk);
+            events.send(Event::Text(chunk.to_string())).is_ok() && proceed.recv().unwrap_or(false)
         };
         let tokenize = |bytes: &[u8]| token_ids(&vocab, bytes, false);
         let stop = loop {
@@ -361,7 +371,15 @@ impl Session<'_> {
                     }
                 }
                 match matcher.push(&chunk) {
-                    StopScan::Continue(chunk) => emit(&chunk, &mut text),
+                    StopScan::Continue(chunk) => {
+                        if !emit(&chunk, &mut text) {
+                            // The callback has this token's text: it is evaluated, and the
+                            // cache holds exactly what was emitted.
+                            done += 1;
+                            ended = Some(StopReason::Cancelled);
+                            break;
+                        }
+                    }
                     StopScan::Stopped { emit: chunk, stop } => {
                         emit(&chunk, &mut text);
                         ended = Some(StopReason::StopString(stop));
@@ -375,7 +393,9 @@ impl Session<'_> {
                 break stop;
             }
         };
-        if !matches!(stop, StopReason::StopString(_)) {
+        // Text held back (a partial stop string, an incomplete character) goes out at the end,
+        // unless a stop string matched or the generation was cancelled.
+        if !matches!(stop, StopReason::StopString(_) | StopReason::Cancelled) {
             let tail = format!("{}{}", matcher.finish(), decoder.finish());
             emit(&tail, &mut text);
         }

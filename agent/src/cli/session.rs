@@ -1,5 +1,6 @@
 //! Opening a backend for the command line: which model file, pulled if it is the default one,
-//! loaded with the user's options, and Ctrl-C wired to cancellation.
+//! loaded with the user's options, and Ctrl-C wired to cancellation. Part of the CLI: the
+//! library modules never depend on it.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::sync::OnceLock;
 
 use anyhow::Context;
 
-use crate::cli::{GlobalOpts, UsageError};
+use super::{GlobalOpts, UsageError};
 use crate::engine::{self, Backend, CancelToken};
 use crate::model::{self, ModelStore};
 
@@ -45,19 +46,18 @@ pub fn resolve_model(global: &GlobalOpts) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Loads the model chosen by the flags.
+/// Loads the model chosen by the flags; the flags are checked before the model is resolved
+/// (or pulled).
 ///
 /// # Errors
-/// Bad flags (as [`UsageError`]), a bad model file, or llama.cpp failing to load it.
+/// Bad flags (as [`UsageError`]), a bad model file, or llama.cpp failing to load it (an
+/// [`engine::EngineError`]: a `--ctx` the model cannot take is a usage mistake, see
+/// [`engine::EngineError::is_usage`]).
 pub fn open_backend(global: &GlobalOpts) -> anyhow::Result<Box<dyn Backend + Send>> {
     let mut options = global.engine_options()?;
     options.show_progress = std::io::stderr().is_terminal();
     let path = resolve_model(global)?;
-    match engine::llama::load(&path, &options) {
-        Ok(backend) => Ok(backend),
-        Err(engine::EngineError::Config(message)) => Err(UsageError::new(message).into()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(engine::llama::load(&path, &options)?)
 }
 
 /// A cancel token that Ctrl-C sets (the handler is installed once per process).
