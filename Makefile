@@ -32,8 +32,9 @@ model: build
 fixtures: setup
 	@python3 scripts/fixtures.py
 
-# Builtin tool plugins (wasm32-wasip2 components) next to the corral binary.
-plugins: setup
+# Builtin tool plugins (wasm32-wasip2 components) next to the corral binary; corral records
+# their tool lists, so it is built first.
+plugins: build
 	@scripts/build-plugins.sh
 
 ## Generation speed of corral vs llama.cpp's own llama-bench, same model and threads.

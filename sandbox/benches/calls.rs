@@ -133,8 +133,8 @@ fn main() {
 
     let va_before = vm_size_bytes();
     let pooled = Sandbox::new(SandboxConfig {
-        cache_dir: None,
         pool: Some(PoolConfig::default()),
+        ..SandboxConfig::default()
     })
     .unwrap();
     println!(
@@ -159,7 +159,8 @@ fn main() {
     let cache = tempfile::tempdir().unwrap();
     let first_call = |label: &str| {
         let (_, t) = time(|| {
-            let s = Sandbox::new(SandboxConfig::with_cache(cache.path())).unwrap();
+            let s =
+                Sandbox::new(SandboxConfig::with_cache(cache.path().join("components"))).unwrap();
             let p = s.load(&wc).unwrap();
             p.list_tools().unwrap();
             p.call("word_count", ARGS, &CallContext::default()).unwrap();
@@ -173,13 +174,10 @@ fn main() {
     // Memory per concurrent call: N instances of a guest spinning until its deadline.
     let n = 16usize;
     let plugin = pooled.load(&adversary).unwrap();
-    let ctx = CallContext {
-        limits: Limits {
-            deadline: Duration::from_millis(600),
-            ..Limits::default()
-        },
-        ..Default::default()
-    };
+    let ctx = CallContext::with_limits(Limits {
+        deadline: Duration::from_millis(600),
+        ..Limits::default()
+    });
     plugin.call("counter", "{}", &ctx).unwrap();
     let before = rss_bytes();
     let peak = std::thread::scope(|s| {

@@ -9,12 +9,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::limits::LimitsSpec;
 
 /// Access to a preopened directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Read and list only: writes, truncation, renames and removals fail.
@@ -50,7 +50,7 @@ pub struct Capabilities {
 }
 
 /// A directory the user grants: host folder, the guest path it maps to, and the most access.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirGrant {
     /// Folder on the host.
@@ -62,9 +62,13 @@ pub struct DirGrant {
 }
 
 /// What the user granted one plugin (a `[plugins.<id>]` table of the grants file).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
+    /// SHA-256 of the component the user granted this to. A grant follows the code, not the
+    /// plugin id: a different component under the same id gets nothing until granted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Directories.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
@@ -101,33 +105,40 @@ pub struct Effective {
     pub network: Vec<SocketAddr>,
 }
 
+/// A manifest's capability request the plugin author must fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// A guest path that is not absolute or contains `..`.
+    #[error("capabilities.dirs: guest path `{0}` must be absolute and must not contain `..`")]
+    GuestPath(String),
+    /// An empty, `=`- or NUL-containing variable name, or `*`.
+    #[error("capabilities.env: `{0}` is not a variable name")]
+    EnvName(String),
+    /// A network entry that is not `ip:port`.
+    #[error("capabilities.network: `{0}` is not an `ip:port` address such as `127.0.0.1:8080`")]
+    Peer(String),
+}
+
 /// Checks a manifest's requests for shape errors the author must fix.
 ///
 /// # Errors
-/// A message naming the bad entry: a guest path that is not absolute or contains `..`, an empty
-/// or `=`-containing variable name, a network entry that is not `ip:port`.
-pub fn check_requests(caps: &Capabilities) -> Result<(), String> {
+/// The first bad entry.
+pub fn check_requests(caps: &Capabilities) -> Result<(), RequestError> {
     for dir in &caps.dirs {
-        check_guest_path(&dir.guest)?;
+        if !dir.guest.starts_with('/') || dir.guest.split('/').any(|part| part == "..") {
+            return Err(RequestError::GuestPath(dir.guest.clone()));
+        }
     }
     for name in &caps.env {
         if name.is_empty() || name.contains('=') || name.contains('\0') || name == "*" {
-            return Err(format!("capabilities.env: `{name}` is not a variable name"));
+            return Err(RequestError::EnvName(name.clone()));
         }
     }
     for peer in &caps.network {
-        peer.parse::<SocketAddr>().map_err(|_| {
-            format!("capabilities.network: `{peer}` is not an `ip:port` address such as `127.0.0.1:8080`")
-        })?;
-    }
-    Ok(())
-}
-
-fn check_guest_path(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') || path.split('/').any(|part| part == "..") {
-        return Err(format!(
-            "capabilities.dirs: guest path `{path}` must be absolute and must not contain `..`"
-        ));
+        if peer.parse::<SocketAddr>().is_err() {
+            return Err(RequestError::Peer(peer.clone()));
+        }
     }
     Ok(())
 }
@@ -219,7 +230,7 @@ mod tests {
             ],
             env: vec!["TZ".into(), "HOME".into()],
             network: vec!["127.0.0.1:8080".into()],
-            limits: LimitsSpec::default(),
+            ..Grant::default()
         };
         let eff = effective(&asked(), &grant, env);
         assert_eq!(
@@ -297,7 +308,7 @@ mod tests {
                 "example.com",
             ),
         ] {
-            let err = check_requests(&caps).unwrap_err();
+            let err = check_requests(&caps).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
         check_requests(&asked()).unwrap();

@@ -13,8 +13,11 @@
 //!   for WASI's async host calls. The engine uses the pooling allocator with explicit sizes
 //!   ([`PoolConfig`]) so instantiation is cheap and the reserved address space is bounded.
 //! - [`Sandbox::load`] compiles a component once (or deserializes it from the on-disk cache,
-//!   keyed by the component's SHA-256, the wasmtime version and the engine's settings), refuses
-//!   imports corral does not provide, and pre-links it.
+//!   keyed by the component's SHA-256, the wasmtime version and the engine's settings, and only
+//!   after checking the artifact's keyed MAC and that the cache is private: [`CacheOutcome`]),
+//!   refuses imports corral does not provide, and pre-links it.
+//! - Granted folders are opened once, never through a symlink, and calls use that handle
+//!   ([`PinnedDir`]); WASI's `open-at` refuses FIFOs, sockets and devices, which would block.
 //! - [`Plugin::call`] builds a fresh `Store` for every call, so nothing leaks between calls and a
 //!   trap poisons nothing; calls may run concurrently from many threads.
 //! - [`CallError`] keeps the plugin's own errors (for the model) apart from the host stopping a
@@ -23,7 +26,7 @@
 //! ```no_run
 //! use corral_sandbox::{CallContext, Sandbox, SandboxConfig};
 //!
-//! let sandbox = Sandbox::new(SandboxConfig::with_cache("/tmp/corral-cache"))?;
+//! let sandbox = Sandbox::new(SandboxConfig::with_cache("/home/me/.cache/corral/components"))?;
 //! let plugin = sandbox.load(&std::fs::read("calculator.wasm")?)?;
 //! for tool in plugin.list_tools()? {
 //!     println!("{}: {}", tool.name, tool.description);
@@ -33,20 +36,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cache;
 mod error;
+mod fs_guard;
 pub mod grants;
 mod host;
 pub mod limits;
 mod output;
+mod pinned;
 mod plugin;
 mod runtime;
 
+pub use cache::CacheOutcome;
 pub use error::{CallError, Error, ErrorKind, RuntimeError, RuntimeErrorKind};
 pub use grants::{Capabilities, Effective, Grant};
 pub use limits::{Limits, LimitsSpec};
 pub use output::truncate_with_marker;
+pub use pinned::{PinError, PinnedDir};
 pub use plugin::{CallContext, CallOutput, Content, Plugin, ToolSpec};
-pub use runtime::{PoolConfig, Sandbox, SandboxConfig};
+pub use runtime::{PoolConfig, Sandbox, SandboxConfig, WallClock};
 
 /// The plugin API version this host implements (the WIT package version).
 pub const API_VERSION: &str = "0.1.0";

@@ -1,8 +1,11 @@
 //! Per-call resource limits: documented defaults, and ceilings that no manifest or grant exceeds.
+//!
+//! A manifest may ask for less than a default on its own, but never for more: a limit above
+//! its default must be granted by the user like any capability ([`Limits::resolve`]).
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default wall-clock deadline of one call.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
@@ -21,12 +24,17 @@ pub const MAX_RESULT_BYTES: u64 = 4 << 20;
 pub const DEFAULT_OUTPUT_BYTES: u64 = 16 << 10;
 /// Ceiling for the stdout/stderr cap.
 pub const MAX_OUTPUT_BYTES: u64 = 1 << 20;
+/// Most WASI resources (open files and folders, directory streams, byte streams, pollables,
+/// sockets) one call may hold at once. Every open file or folder holds at most one host file
+/// descriptor, so this also bounds the descriptors a call can pin (one call once held 19,986,
+/// the whole process limit); past it, opening one more fails inside the guest.
+pub const MAX_HANDLES: usize = 1024;
 /// Wasm stack cap. It is an engine setting (the same for every call), so it is not part of
 /// [`Limits`]: deep recursion traps with a stack overflow long before the host stack is at risk.
 pub const MAX_WASM_STACK_BYTES: usize = 512 << 10;
 
-/// Limits applied to one call. Build from a manifest's request with [`Limits::requested`], then
-/// [`Limits::clamp`] to what the user allows.
+/// Limits applied to one call, made by [`Limits::resolve`] from what the manifest asks and what
+/// the user granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Wall-clock deadline; the call traps when it passes, even inside a blocking host call.
@@ -51,55 +59,64 @@ impl Default for Limits {
 }
 
 /// Limits as written in `plugin.toml` (`[limits]`) or in the user's grants; every field optional.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     /// Deadline in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
     /// Memory cap in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
     /// Result cap in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result_kib: Option<u64>,
     /// Stdout/stderr cap in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_kib: Option<u64>,
 }
 
 impl Limits {
-    /// The defaults overridden by what `spec` asks for, then held to the hard ceilings.
-    pub fn requested(spec: &LimitsSpec) -> Limits {
+    /// The limits a plugin's calls run with: what its manifest asks (`asked`, defaults where
+    /// silent), held to what the user granted (`granted`; where silent, the default: a manifest
+    /// alone cannot raise a limit), and to the hard ceilings.
+    pub fn resolve(asked: &LimitsSpec, granted: &LimitsSpec) -> Limits {
         let d = Limits::default();
-        Limits {
-            deadline: spec.deadline_ms.map_or(d.deadline, Duration::from_millis),
-            memory_bytes: spec
-                .memory_mib
-                .map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
-            result_bytes: spec
-                .result_kib
-                .map_or(d.result_bytes, |k| k.saturating_mul(1 << 10)),
-            output_bytes: spec
-                .output_kib
-                .map_or(d.output_bytes, |k| k.saturating_mul(1 << 10)),
-        }
-        .clamp(&LimitsSpec::default())
-    }
-
-    /// Holds every limit to the user's maxima in `max` (where given) and to the hard ceilings.
-    pub fn clamp(self, max: &LimitsSpec) -> Limits {
-        let cap = |v: u64, user: Option<u64>, unit: u64, ceiling: u64| {
-            let user = user.map_or(u64::MAX, |u| u.saturating_mul(unit));
-            v.min(user).min(ceiling)
-        };
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let pick =
+            |asked: Option<u64>, granted: Option<u64>, unit: u64, default: u64, ceiling: u64| {
+                let bytes = |v: Option<u64>| v.map_or(default, |v| v.saturating_mul(unit));
+                bytes(asked).min(bytes(granted)).min(ceiling)
+            };
         Limits {
-            deadline: Duration::from_millis(cap(
-                ms(self.deadline),
-                max.deadline_ms,
+            deadline: Duration::from_millis(pick(
+                asked.deadline_ms,
+                granted.deadline_ms,
                 1,
+                ms(d.deadline),
                 ms(MAX_DEADLINE),
             )),
-            memory_bytes: cap(self.memory_bytes, max.memory_mib, 1 << 20, MAX_MEMORY_BYTES),
-            result_bytes: cap(self.result_bytes, max.result_kib, 1 << 10, MAX_RESULT_BYTES),
-            output_bytes: cap(self.output_bytes, max.output_kib, 1 << 10, MAX_OUTPUT_BYTES),
+            memory_bytes: pick(
+                asked.memory_mib,
+                granted.memory_mib,
+                1 << 20,
+                d.memory_bytes,
+                MAX_MEMORY_BYTES,
+            ),
+            result_bytes: pick(
+                asked.result_kib,
+                granted.result_kib,
+                1 << 10,
+                d.result_bytes,
+                MAX_RESULT_BYTES,
+            ),
+            output_bytes: pick(
+                asked.output_kib,
+                granted.output_kib,
+                1 << 10,
+                d.output_bytes,
+                MAX_OUTPUT_BYTES,
+            ),
         }
     }
 }
@@ -108,39 +125,84 @@ impl Limits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_when_nothing_requested() {
-        assert_eq!(Limits::requested(&LimitsSpec::default()), Limits::default());
+    fn none() -> LimitsSpec {
+        LimitsSpec::default()
     }
 
     #[test]
-    fn requests_are_held_to_hard_ceilings() {
-        let spec = LimitsSpec {
-            deadline_ms: Some(u64::MAX),
-            memory_mib: Some(1 << 40),
-            result_kib: Some(u64::MAX),
+    fn defaults_when_nothing_asked_or_granted() {
+        assert_eq!(Limits::resolve(&none(), &none()), Limits::default());
+    }
+
+    /// Regression (sandbox escapes, item 7): `memory_mib = 512` in a manifest with no grant got
+    /// 400 MiB; it gets the 64 MiB default, and likewise deadline and result size.
+    #[test]
+    fn a_manifest_alone_cannot_raise_a_limit() {
+        let asked = LimitsSpec {
+            deadline_ms: Some(120_000),
+            memory_mib: Some(512),
+            result_kib: Some(4096),
+            output_kib: Some(1024),
+        };
+        assert_eq!(Limits::resolve(&asked, &none()), Limits::default());
+    }
+
+    #[test]
+    fn a_manifest_may_ask_for_less_on_its_own() {
+        let asked = LimitsSpec {
+            deadline_ms: Some(500),
+            memory_mib: Some(8),
+            result_kib: Some(1),
             output_kib: Some(0),
         };
-        let l = Limits::requested(&spec);
-        assert_eq!(l.deadline, MAX_DEADLINE);
-        assert_eq!(l.memory_bytes, MAX_MEMORY_BYTES);
-        assert_eq!(l.result_bytes, MAX_RESULT_BYTES);
+        let l = Limits::resolve(&asked, &none());
+        assert_eq!(l.deadline, Duration::from_millis(500));
+        assert_eq!(l.memory_bytes, 8 << 20);
+        assert_eq!(l.result_bytes, 1 << 10);
         assert_eq!(l.output_bytes, 0);
     }
 
     #[test]
-    fn user_maxima_lower_requests() {
-        let asked = Limits::requested(&LimitsSpec {
+    fn a_grant_raises_up_to_what_was_asked_and_the_ceilings() {
+        let asked = LimitsSpec {
             deadline_ms: Some(60_000),
             memory_mib: Some(256),
-            ..LimitsSpec::default()
-        });
-        let max = LimitsSpec {
+            ..none()
+        };
+        let granted = LimitsSpec {
+            deadline_ms: Some(30_000),
+            memory_mib: Some(1 << 40),
+            result_kib: Some(u64::MAX),
+            ..none()
+        };
+        let l = Limits::resolve(&asked, &granted);
+        assert_eq!(l.deadline, Duration::from_secs(30));
+        assert_eq!(l.memory_bytes, 256 << 20, "no more than the manifest asked");
+        assert_eq!(
+            l.result_bytes, DEFAULT_RESULT_BYTES,
+            "the manifest did not ask"
+        );
+        let huge = LimitsSpec {
+            deadline_ms: Some(u64::MAX),
+            memory_mib: Some(u64::MAX),
+            result_kib: Some(u64::MAX),
+            output_kib: Some(u64::MAX),
+        };
+        let l = Limits::resolve(&huge, &huge);
+        assert_eq!(l.deadline, MAX_DEADLINE);
+        assert_eq!(l.memory_bytes, MAX_MEMORY_BYTES);
+        assert_eq!(l.result_bytes, MAX_RESULT_BYTES);
+        assert_eq!(l.output_bytes, MAX_OUTPUT_BYTES);
+    }
+
+    #[test]
+    fn a_grant_below_the_default_lowers_it() {
+        let granted = LimitsSpec {
             deadline_ms: Some(2_000),
             memory_mib: Some(32),
-            ..LimitsSpec::default()
+            ..none()
         };
-        let l = asked.clamp(&max);
+        let l = Limits::resolve(&none(), &granted);
         assert_eq!(l.deadline, Duration::from_secs(2));
         assert_eq!(l.memory_bytes, 32 << 20);
         assert_eq!(l.result_bytes, DEFAULT_RESULT_BYTES);

@@ -4,13 +4,17 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
+use std::sync::Arc;
+
+use crate::cache::CacheOutcome;
 use crate::error::{CallError, Error, ErrorKind, RuntimeError, RuntimeErrorKind};
 use crate::grants::{Effective, Mode};
 use crate::host::exports::corral::tool::tool::Content as WitContent;
 use crate::host::{HostState, MemoryLimiter, PluginPre};
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_HANDLES};
 use crate::output::{truncate_with_marker, CappedPipe};
-use crate::runtime::{Sandbox, EPOCH_TICK};
+use crate::pinned::{PinError, PinnedDir};
+use crate::runtime::{Sandbox, WallClock, EPOCH_TICK};
 
 /// Deadline for `list-tools`, which runs every time plugins load: a plugin that stalls there
 /// must not stall every `corral` start for the full call deadline.
@@ -49,13 +53,52 @@ pub struct CallOutput {
     pub stderr: String,
 }
 
-/// What a call runs with.
+/// What a call runs with: limits, and rights whose folders are pinned (opened once, see
+/// [`PinnedDir`]) when the context is made, so every call sees the folders that were granted.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
-    /// Limits, already clamped.
+    /// Limits, already resolved against the user's grant.
     pub limits: Limits,
-    /// Rights, already intersected.
-    pub rights: Effective,
+    rights: Effective,
+    dirs: Arc<[PinnedDir]>,
+}
+
+impl CallContext {
+    /// A context with `limits` and `rights`, opening each granted folder now.
+    ///
+    /// # Errors
+    /// A [`PinError`] when a granted folder is missing, not a folder, or reached through a
+    /// symlink.
+    pub fn new(limits: Limits, rights: Effective) -> Result<CallContext, PinError> {
+        let dirs = rights
+            .dirs
+            .iter()
+            .map(PinnedDir::open)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CallContext {
+            limits,
+            rights,
+            dirs: dirs.into(),
+        })
+    }
+
+    /// Default rights (none) with these limits.
+    pub fn with_limits(limits: Limits) -> CallContext {
+        CallContext {
+            limits,
+            ..CallContext::default()
+        }
+    }
+
+    /// The rights calls run with.
+    pub fn rights(&self) -> &Effective {
+        &self.rights
+    }
+
+    /// The pinned folders.
+    pub fn dirs(&self) -> &[PinnedDir] {
+        &self.dirs
+    }
 }
 
 /// A component compiled and pre-linked for fast instantiation. Cheap to clone; calls may run
@@ -65,6 +108,7 @@ pub struct Plugin {
     sandbox: Sandbox,
     pre: PluginPre<HostState>,
     sha256: String,
+    cache: CacheOutcome,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -76,12 +120,23 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
-    pub(crate) fn new(sandbox: Sandbox, pre: PluginPre<HostState>, sha256: String) -> Self {
+    pub(crate) fn new(
+        sandbox: Sandbox,
+        pre: PluginPre<HostState>,
+        sha256: String,
+        cache: CacheOutcome,
+    ) -> Self {
         Plugin {
             sandbox,
             pre,
             sha256,
+            cache,
         }
+    }
+
+    /// Whether the compiled form came from the cache, and why not when it did not.
+    pub fn cache_outcome(&self) -> &CacheOutcome {
+        &self.cache
     }
 
     /// SHA-256 of the component's bytes, lowercase hex.
@@ -95,17 +150,20 @@ impl Plugin {
     /// # Errors
     /// [`ErrorKind::Inspect`] when the guest traps or hits a limit.
     pub fn list_tools(&self) -> Result<Vec<ToolSpec>, Error> {
-        let ctx = CallContext {
-            limits: Limits {
-                deadline: LIST_TOOLS_DEADLINE,
-                ..Limits::default()
-            },
-            ..CallContext::default()
-        };
+        let ctx = CallContext::with_limits(Limits {
+            deadline: LIST_TOOLS_DEADLINE,
+            ..Limits::default()
+        });
+        let this = self.clone();
         let specs = self
-            .block_on(self.run(&ctx, |bindings, store| {
-                Box::pin(async move { bindings.corral_tool_tool().call_list_tools(store).await })
-            }))
+            .block_on(async move {
+                this.run(&ctx, |bindings, store| {
+                    Box::pin(
+                        async move { bindings.corral_tool_tool().call_list_tools(store).await },
+                    )
+                })
+                .await
+            })
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Inspect,
@@ -136,13 +194,13 @@ impl Plugin {
         arguments: &str,
         ctx: &CallContext,
     ) -> Result<CallOutput, CallError> {
-        self.block_on(self.call_async(name, arguments, ctx))
+        self.block_on(self.call_here(name, arguments, ctx))
     }
 
     /// Runs `fut` on the sandbox's runtime. From inside another tokio runtime (where blocking
     /// the thread would panic) it runs on a helper thread instead.
     fn block_on<R: Send>(&self, fut: impl std::future::Future<Output = R> + Send) -> R {
-        let runtime = &self.sandbox.inner.runtime;
+        let runtime = self.sandbox.inner.runtime();
         if tokio::runtime::Handle::try_current().is_err() {
             return runtime.block_on(fut);
         }
@@ -152,11 +210,32 @@ impl Plugin {
         })
     }
 
-    /// Async form of [`Plugin::call`]; runs on any tokio runtime with timers enabled.
+    /// Async form of [`Plugin::call`], usable from any tokio runtime: the call runs on a
+    /// blocking thread of the caller's runtime, driven by the sandbox's own runtime, so whatever
+    /// blocking work WASI starts belongs to the sandbox (and is never waited for at shutdown,
+    /// see `runtime.rs`), and the caller's runtime is free at the deadline.
     ///
     /// # Errors
     /// As for [`Plugin::call`].
     pub async fn call_async(
+        &self,
+        name: &str,
+        arguments: &str,
+        ctx: &CallContext,
+    ) -> Result<CallOutput, CallError> {
+        let (this, ctx) = (self.clone(), ctx.clone());
+        let (name, arguments) = (name.to_owned(), arguments.to_owned());
+        tokio::task::spawn_blocking(move || this.call(&name, &arguments, &ctx))
+            .await
+            .unwrap_or_else(|e| {
+                Err(CallError::Runtime(rt(
+                    RuntimeErrorKind::Trap,
+                    format!("the call's thread ended abnormally: {e}"),
+                )))
+            })
+    }
+
+    async fn call_here(
         &self,
         name: &str,
         arguments: &str,
@@ -208,11 +287,13 @@ impl Plugin {
         let limits = ctx.limits;
         let stdout = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
         let stderr = CappedPipe::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
-        let wasi = build_wasi(&ctx.rights, &stdout, &stderr)?;
+        let wasi = build_wasi(ctx, inner.wall_clock.as_ref(), &stdout, &stderr)?;
         let memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
         let state = HostState {
             wasi,
-            table: wasmtime::component::ResourceTable::new(),
+            table,
             limiter: MemoryLimiter {
                 inner: StoreLimitsBuilder::new()
                     .memory_size(memory)
@@ -283,26 +364,33 @@ fn classify(err: &wasmtime::Error, refused_memory: bool, stderr: &str) -> Runtim
 }
 
 fn build_wasi(
-    rights: &Effective,
+    ctx: &CallContext,
+    wall_clock: Option<&WallClock>,
     stdout: &CappedPipe,
     stderr: &CappedPipe,
 ) -> Result<WasiCtx, RuntimeError> {
+    let rights = &ctx.rights;
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout.clone()).stderr(stderr.clone());
+    if let Some(clock) = wall_clock {
+        b.wall_clock(InjectedClock(clock.clone()));
+    }
     for (k, v) in &rights.env {
         b.env(k, v);
     }
-    for dir in &rights.dirs {
-        let perms = match dir.mode {
+    for dir in ctx.dirs.iter() {
+        let perms = match dir.mode() {
             Mode::Ro => FsPerms::ReadOnly,
             Mode::Rw => FsPerms::ReadWrite,
         };
-        b.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
-            rt(
-                RuntimeErrorKind::Instantiate,
-                format!("cannot open granted folder {}: {e:#}", dir.host.display()),
-            )
-        })?;
+        // The pinned handle, never the path: see `pinned.rs`.
+        b.preopened_dir(dir.handle_path(), dir.guest(), perms)
+            .map_err(|e| {
+                rt(
+                    RuntimeErrorKind::Instantiate,
+                    format!("cannot open granted folder {}: {e:#}", dir.host().display()),
+                )
+            })?;
     }
     if !rights.network.is_empty() {
         let allowed = rights.network.clone();
@@ -318,6 +406,21 @@ fn build_wasi(
         });
     }
     Ok(b.build())
+}
+
+/// A test's clock as WASI's wall clock.
+struct InjectedClock(WallClock);
+
+impl wasmtime_wasi::HostWallClock for InjectedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        (self.0)()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
 }
 
 /// Converts the guest's content, checking JSON and capping the total size.

@@ -3,16 +3,17 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::cache::{CacheOutcome, ComponentCache};
 use crate::error::{Error, ErrorKind};
 use crate::host::{HostState, Plugin as Bindings, PluginPre};
 use crate::limits::{MAX_MEMORY_BYTES, MAX_WASM_STACK_BYTES};
@@ -58,13 +59,30 @@ impl Default for PoolConfig {
     }
 }
 
+/// The wall clock guests read (`wasi:clocks/wall-clock`): the system clock unless a test
+/// injects its own, so time-dependent guest behaviour can be tested deterministically.
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
 /// How to build a [`Sandbox`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SandboxConfig {
-    /// Folder for compiled components (`None`: compile every time).
+    /// Folder for compiled components (`None`: compile every time). It must be private to this
+    /// user (see [`crate::CacheOutcome`]); its MAC key lives beside it as `<cache_dir>.key`.
     pub cache_dir: Option<PathBuf>,
     /// Pooling allocator sizes; `None` uses on-demand allocation (slower instantiation).
     pub pool: Option<PoolConfig>,
+    /// The clock guests see; `None` is the system clock.
+    pub wall_clock: Option<WallClock>,
+}
+
+impl std::fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("cache_dir", &self.cache_dir)
+            .field("pool", &self.pool)
+            .field("wall_clock", &self.wall_clock.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 impl SandboxConfig {
@@ -73,6 +91,7 @@ impl SandboxConfig {
         SandboxConfig {
             cache_dir: Some(cache_dir.into()),
             pool: Some(PoolConfig::default()),
+            wall_clock: None,
         }
     }
 }
@@ -80,12 +99,20 @@ impl SandboxConfig {
 pub(crate) struct Inner {
     pub engine: Engine,
     pub linker: Linker<HostState>,
-    pub runtime: tokio::runtime::Runtime,
+    /// Runs every call, and so owns every blocking thread WASI starts; `None` only in `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
     pub slots: tokio::sync::Semaphore,
-    cache_dir: Option<PathBuf>,
+    pub wall_clock: Option<WallClock>,
+    cache: Option<ComponentCache>,
     engine_key: String,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
+}
+
+impl Inner {
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives until drop")
+    }
 }
 
 impl Drop for Inner {
@@ -93,6 +120,11 @@ impl Drop for Inner {
         self.ticker_stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
+        }
+        // A call past its deadline may have left a thread blocked in a host call (an `open(2)`
+        // that never returns): never wait for it, or the process could not exit.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -106,7 +138,7 @@ pub struct Sandbox {
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("cache_dir", &self.inner.cache_dir)
+            .field("cache_dir", &self.inner.cache.as_ref().map(|c| c.dir()))
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +183,7 @@ impl Sandbox {
             .map_err(|e| engine_err("config", e))?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| engine_err("wasi", e))?;
+        crate::fs_guard::add_to_linker(&mut linker).map_err(|e| engine_err("wasi open-at", e))?;
         Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| engine_err("host", e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -195,9 +228,10 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 engine,
                 linker,
-                runtime,
+                runtime: Some(runtime),
                 slots: tokio::sync::Semaphore::new(slots),
-                cache_dir: config.cache_dir,
+                wall_clock: config.wall_clock,
+                cache: config.cache_dir.map(ComponentCache::new),
                 engine_key,
                 ticker_stop,
                 ticker: Some(ticker),
@@ -213,7 +247,7 @@ impl Sandbox {
     /// each naming what was wrong.
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, Error> {
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component = self.compile_cached(bytes, &sha256)?;
+        let (component, cache) = self.compile_cached(bytes, &sha256)?;
         self.check_imports(&component)?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
             Error::new(
@@ -227,38 +261,50 @@ impl Sandbox {
                 format!("the component does not export `corral:tool/tool@0.1.0` as corral expects: {e:#}"),
             )
         })?;
-        Ok(Plugin::new(self.clone(), pre, sha256))
+        Ok(Plugin::new(self.clone(), pre, sha256, cache))
     }
 
     /// Where the compiled form of a component with this hash is cached, if caching is on.
     pub fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
-        let dir = self.inner.cache_dir.as_ref()?;
-        Some(dir.join(format!("{sha256}-{}.cwasm", self.inner.engine_key)))
+        let cache = self.inner.cache.as_ref()?;
+        Some(
+            cache
+                .dir()
+                .join(format!("{sha256}-{}.cwasm", self.inner.engine_key)),
+        )
     }
 
-    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, Error> {
+    /// The checked artifact when there is one, else the component compiled from `bytes` (and
+    /// cached when the cache is usable). Says which happened.
+    fn compile_cached(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, CacheOutcome), Error> {
         let engine = &self.inner.engine;
-        let path = self.cache_path(sha256);
-        if let Some(path) = path.as_deref().filter(|p| p.is_file()) {
-            // SAFETY: the file was written by `store_in_cache` below from a component this engine
-            // compiled, under a name keyed by the source hash and the engine's configuration;
-            // wasmtime also checks its header against the engine. The cache lives in the user's
-            // own directory, which only that user (who can already run any code) can write.
-            if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
-                return Ok(component);
+        let (Some(cache), Some(path)) = (self.inner.cache.as_ref(), self.cache_path(sha256)) else {
+            return Ok((compile(engine, bytes)?, CacheOutcome::Disabled));
+        };
+        let outcome = match cache.read(&path) {
+            Ok(Some(artifact)) => {
+                // SAFETY: these exact bytes were written by this user's corral from a component
+                // this engine compiled (their keyed MAC says so, checked just above with a key
+                // outside the cache folder), and the cache folder and file are private to this
+                // user. wasmtime also checks the header against the engine's configuration.
+                match unsafe { Component::deserialize(engine, &artifact) } {
+                    Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                    Err(e) => CacheOutcome::Refused(format!("{}: {e:#}", path.display())),
+                }
             }
+            Ok(None) => CacheOutcome::Miss,
+            Err(reason) => CacheOutcome::Refused(reason),
+        };
+        let component = compile(engine, bytes)?;
+        // A cache that cannot be written only costs time on the next start.
+        if let Ok(artifact) = component.serialize() {
+            let _ = cache.write(&path, &artifact);
         }
-        let component = Component::new(engine, bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Compile,
-                format!("not a valid WebAssembly component: {e:#}"),
-            )
-        })?;
-        if let Some(path) = path {
-            // A cache that cannot be written only costs time on the next start.
-            let _ = store_in_cache(&component, &path);
-        }
-        Ok(component)
+        Ok((component, outcome))
     }
 
     fn check_imports(&self, component: &Component) -> Result<(), Error> {
@@ -282,14 +328,13 @@ impl Sandbox {
     }
 }
 
-fn store_in_cache(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, Error> {
+    Component::new(engine, bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Compile,
+            format!("not a valid WebAssembly component: {e:#}"),
+        )
+    })
 }
 
 fn wasmtime_major() -> &'static str {

@@ -4,8 +4,8 @@ use corral_sandbox::{ErrorKind, PoolConfig, Sandbox, SandboxConfig};
 
 fn sandbox() -> Sandbox {
     Sandbox::new(SandboxConfig {
-        cache_dir: None,
         pool: Some(PoolConfig::default()),
+        ..SandboxConfig::default()
     })
     .unwrap()
 }

@@ -38,6 +38,7 @@ fn builtins() -> &'static Path {
             .arg(repo().join("scripts/build-plugins.sh"))
             .arg(&dir)
             .env("CORRAL_GUEST_TARGET_DIR", guest_target())
+            .env("CORRAL_BIN", corral_bin())
             .output()
             .expect("run scripts/build-plugins.sh");
         assert!(
@@ -79,6 +80,17 @@ impl Home {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// The sha256 a builtin plugin's manifest records (what a grant names).
+fn builtin_sha256(id: &str) -> String {
+    let manifest = std::fs::read_to_string(builtins().join(id).join("plugin.toml")).unwrap();
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the manifest records a sha256")
+        .to_owned()
 }
 
 fn ok(out: (i32, String, String)) -> String {
@@ -147,7 +159,11 @@ fn files_works_only_inside_the_granted_workspace() {
     let grant = |mode: &str| {
         std::fs::write(
             home.dir.path().join("grants.toml"),
-            format!("[plugins.files]\ndirs = [{{ host = \"{}\", guest = \"/workspace\", mode = \"{mode}\" }}]\n", ws.path().display()),
+            format!(
+                "[plugins.files]\nsha256 = \"{}\"\ndirs = [{{ host = \"{}\", guest = \"/workspace\", mode = \"{mode}\" }}]\n",
+                builtin_sha256("files"),
+                ws.path().display()
+            ),
         )
         .unwrap();
     };
@@ -186,6 +202,37 @@ fn files_works_only_inside_the_granted_workspace() {
 /// Builds tools/examples/word-count from source and lays it out as an installable folder.
 fn example_plugin(dest: &Path) -> PathBuf {
     let src = repo().join("tools/examples/word-count");
+    let wasm = build_guest(&src, "word_count.wasm");
+    let manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
+    plugin_folder(
+        &dest.join("word-count"),
+        "word_count.wasm",
+        &wasm,
+        &manifest,
+    )
+}
+
+/// Lays out `wasm` with `manifest` (its sha256 line filled in) as a plugin folder at `dir`.
+fn plugin_folder(dir: &Path, file: &str, wasm: &[u8], manifest: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(file), wasm).unwrap();
+    let sum = hex::encode(Sha256::digest(wasm));
+    let manifest: String = manifest
+        .lines()
+        .map(|l| {
+            if l.starts_with("sha256") {
+                format!("sha256 = \"{sum}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    dir.to_owned()
+}
+
+/// Builds the guest crate at `src` for wasm32-wasip2 and returns the component `artifact`.
+fn build_guest(src: &Path, artifact: &str) -> Vec<u8> {
     let out = Command::new("cargo")
         .args([
             "build",
@@ -201,27 +248,11 @@ fn example_plugin(dest: &Path) -> PathBuf {
         .expect("run cargo");
     assert!(
         out.status.success(),
-        "building the example plugin failed:\n{}",
+        "building {} failed:\n{}",
+        src.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let wasm = std::fs::read(guest_target().join("wasm32-wasip2/release/word_count.wasm")).unwrap();
-    let dir = dest.join("word-count");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("word_count.wasm"), &wasm).unwrap();
-    let manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
-    let sum = hex::encode(Sha256::digest(&wasm));
-    let manifest: String = manifest
-        .lines()
-        .map(|l| {
-            if l.starts_with("sha256") {
-                format!("sha256 = \"{sum}\"\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
-    dir
+    std::fs::read(guest_target().join("wasm32-wasip2/release").join(artifact)).unwrap()
 }
 
 #[test]
@@ -288,4 +319,57 @@ fn install_refuses_tampered_and_missing_plugins() {
     let missing = home.corral(&["tools", "install", "/no/such/plugin"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+/// Sandbox escapes, item 5: `files search` over a workspace holding a FIFO hung `corral tools
+/// call` (2 s deadline, still running after 12 s). Now the FIFO is refused and the process
+/// exits; the bound is generous (a liveness check, the refusal takes milliseconds).
+#[test]
+fn a_fifo_in_the_workspace_never_hangs_the_call() {
+    let home = Home::new();
+    let ws = TempDir::new().unwrap();
+    std::fs::write(ws.path().join("notes.md"), "needle\n").unwrap();
+    let fifo = ws.path().join("pipe");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    std::fs::write(
+        home.dir.path().join("grants.toml"),
+        format!(
+            "[plugins.files]\nsha256 = \"{}\"\ndirs = [{{ host = \"{}\", guest = \"/workspace\", mode = \"ro\" }}]\n",
+            builtin_sha256("files"),
+            ws.path().display()
+        ),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let found = ok(home.call("files", r#"{"op":"search","pattern":"needle"}"#));
+    assert!(found.contains("notes.md"), "{found}");
+    let read = failed(home.call("files", r#"{"op":"read","path":"pipe"}"#), 1);
+    assert!(read.contains("tool error"), "{read}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Sandbox escapes, item 9: `corral tools call` printed a tool's `ESC ]0;…BEL`, `ESC [2J` and
+/// NUL straight to the terminal.
+#[test]
+fn tool_text_reaches_the_terminal_without_control_sequences() {
+    let home = Home::new();
+    let tmp = TempDir::new().unwrap();
+    let wasm = build_guest(&repo().join("tools/tests/guests/shifty"), "shifty.wasm");
+    let manifest = "id = \"shifty\"\nversion = \"0.1.0\"\napi = \"0.1.0\"\ncomponent = \"shifty.wasm\"\nsha256 = \"\"\n";
+    let dir = plugin_folder(&tmp.path().join("shifty"), "shifty.wasm", &wasm, manifest);
+    let out = home.corral(&["tools", "install", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(home.call("ansi", "{}")), "visible text\n");
 }

@@ -29,33 +29,53 @@ impl Default for ArgLimits {
     }
 }
 
+/// Why argument text was refused; its message is written for the model to fix its call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgumentError {
+    /// More bytes than [`ArgLimits::max_bytes`].
+    #[error("arguments are {bytes} bytes, more than the limit of {limit} bytes; send less data")]
+    TooLarge {
+        /// Size of the text.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Deeper than [`ArgLimits::max_depth`].
+    #[error("arguments nest arrays/objects more than {limit} levels deep; flatten them")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// Not JSON (serde_json's message, with line and column).
+    #[error("arguments are not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not an object.
+    #[error("arguments must be a JSON object, not {0}")]
+    NotAnObject(&'static str),
+}
+
 /// Checks `raw` against `limits` and parses it as a JSON object.
 ///
 /// # Errors
-/// A message for the model: too large, too deep, not JSON (with line and column), or not an
-/// object.
-pub fn parse_arguments(raw: &str, limits: ArgLimits) -> Result<Value, String> {
+/// An [`ArgumentError`]: too large, too deep, not JSON, or not an object.
+pub fn parse_arguments(raw: &str, limits: ArgLimits) -> Result<Value, ArgumentError> {
     if raw.len() > limits.max_bytes {
-        return Err(format!(
-            "arguments are {} bytes, more than the limit of {} bytes; send less data",
-            raw.len(),
-            limits.max_bytes
-        ));
+        return Err(ArgumentError::TooLarge {
+            bytes: raw.len(),
+            limit: limits.max_bytes,
+        });
     }
     let depth = max_depth(raw.as_bytes(), limits.max_depth);
     if depth > limits.max_depth {
-        return Err(format!(
-            "arguments nest arrays/objects more than {} levels deep; flatten them",
-            limits.max_depth
-        ));
+        return Err(ArgumentError::TooDeep {
+            limit: limits.max_depth,
+        });
     }
     let value: Value =
-        serde_json::from_str(raw).map_err(|e| format!("arguments are not valid JSON: {e}"))?;
+        serde_json::from_str(raw).map_err(|e| ArgumentError::NotJson(e.to_string()))?;
     if !value.is_object() {
-        return Err(format!(
-            "arguments must be a JSON object, not {}",
-            type_name(&value)
-        ));
+        return Err(ArgumentError::NotAnObject(type_name(&value)));
     }
     Ok(value)
 }
@@ -120,7 +140,8 @@ mod tests {
     fn rejects_deep_nesting_without_recursing() {
         let raw = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let err = parse_arguments(&raw, ArgLimits::default()).unwrap_err();
-        assert!(err.contains("64 levels"), "{err}");
+        assert_eq!(err, ArgumentError::TooDeep { limit: 64 });
+        assert!(err.to_string().contains("64 levels"), "{err}");
         let raw = format!(r#"{{"a":{}1{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse_arguments(
             &raw,
@@ -145,7 +166,7 @@ mod tests {
             ("42", "a number"),
             ("", "not valid JSON"),
         ] {
-            let err = parse_arguments(raw, limits).unwrap_err();
+            let err = parse_arguments(raw, limits).unwrap_err().to_string();
             assert!(err.contains(needle), "{raw}: {err}");
         }
     }

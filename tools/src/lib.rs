@@ -9,14 +9,16 @@
 //! stopping a guest is a [`CallError::Runtime`].
 //!
 //! Plugins are folders (`plugin.toml` + a WebAssembly component, see [`manifest`]) installed
-//! under the corral home ([`plugins::Home`]); their tools become [`WasmTool`]s that run in the
-//! [`corral_sandbox`] host with the rights the manifest asked for and the user granted.
+//! under the corral home ([`plugins::Home`]); their tools, recorded once at install
+//! ([`plugins::record`]), become [`WasmTool`]s that run in the [`corral_sandbox`] host with the
+//! rights the manifest asked for and the user granted to that exact component. Managing plugins
+//! fails with a typed [`Error`] whose kind tells a usage mistake from a failure.
 //!
 //! ```no_run
 //! use corral_tools::plugins::{self, Home};
 //! use corral_sandbox::{Sandbox, SandboxConfig};
 //!
-//! let home = Home::from_env();
+//! let home = Home::from_env()?;
 //! let sandbox = Sandbox::new(SandboxConfig::with_cache(&home.cache))?;
 //! let (registry, problems) = plugins::registry(&home, &sandbox)?;
 //! let out = registry.call("calculator", r#"{"expression":"2+3"}"#);
@@ -24,14 +26,17 @@
 //! ```
 
 pub mod args;
+mod error;
 pub mod manifest;
 pub mod plugins;
 mod registry;
+pub mod sanitize;
 mod schema;
 mod tool;
 
-pub use args::ArgLimits;
+pub use args::{ArgLimits, ArgumentError};
 pub use corral_sandbox::{CallError, CallOutput, Content, RuntimeError, RuntimeErrorKind};
+pub use error::{Error, ErrorKind};
 pub use registry::{is_tool_name, RegisterError, Registry, LLAMA_BUILTIN_TOOLS};
-pub use schema::InputSchema;
+pub use schema::{InputSchema, SchemaError, SchemaViolation};
 pub use tool::{FnTool, Tool, ToolSpec, WasmTool};

@@ -23,6 +23,8 @@ use std::path::Path;
 use corral_sandbox::{grants, Capabilities, LimitsSpec};
 use serde::Deserialize;
 
+use crate::error::{Error, ErrorKind};
+
 /// Name of the manifest file inside a plugin folder.
 pub const MANIFEST_FILE: &str = "plugin.toml";
 
@@ -55,22 +57,24 @@ impl Manifest {
     /// Reads and checks `<dir>/plugin.toml`.
     ///
     /// # Errors
-    /// A message naming the file and what is wrong with it.
-    pub fn load(dir: &Path) -> Result<Manifest, String> {
+    /// [`ErrorKind::Io`] when the file cannot be read, [`ErrorKind::Manifest`] naming the file
+    /// and what is wrong with it.
+    pub fn load(dir: &Path) -> Result<Manifest, Error> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Manifest::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| Error::io(format_args!("cannot read {}", path.display()), &e))?;
+        Manifest::parse(&text).map_err(|e| e.context(path.display()))
     }
 
     /// Parses and checks manifest text.
     ///
     /// # Errors
-    /// The TOML error, or the field that breaks a rule.
-    pub fn parse(text: &str) -> Result<Manifest, String> {
-        let m: Manifest =
-            toml::from_str(text).map_err(|e| format!("manifest does not parse: {e}"))?;
-        m.check()?;
+    /// [`ErrorKind::Manifest`]: the TOML error, or the field that breaks a rule.
+    pub fn parse(text: &str) -> Result<Manifest, Error> {
+        let m: Manifest = toml::from_str(text).map_err(|e| {
+            Error::new(ErrorKind::Manifest, format!("manifest does not parse: {e}"))
+        })?;
+        m.check().map_err(|e| Error::new(ErrorKind::Manifest, e))?;
         Ok(m)
     }
 
@@ -102,7 +106,7 @@ impl Manifest {
         {
             return Err("sha256 must be 64 lowercase hex digits".into());
         }
-        grants::check_requests(&self.capabilities)
+        grants::check_requests(&self.capabilities).map_err(|e| e.to_string())
     }
 }
 
@@ -171,7 +175,8 @@ mod tests {
             let text = GOOD.replace(from, to);
             assert_ne!(text, GOOD, "{from}");
             let err = Manifest::parse(&text).unwrap_err();
-            assert!(err.contains(needle), "{to}: {err}");
+            assert_eq!(err.kind(), ErrorKind::Manifest);
+            assert!(err.to_string().contains(needle), "{to}: {err}");
         }
     }
 }

@@ -118,7 +118,7 @@ impl Registry {
         }
         InputSchema::compile(&spec.input_schema).map_err(|reason| RegisterError::BadSchema {
             name: spec.name.clone(),
-            reason,
+            reason: reason.to_string(),
         })
     }
 
@@ -151,8 +151,12 @@ impl Registry {
         let Some(entry) = self.tools.get(name) else {
             return Err(CallError::Tool(self.not_available(name)));
         };
-        let args = parse_arguments(raw_args, self.arg_limits).map_err(CallError::Tool)?;
-        entry.schema.validate(&args).map_err(CallError::Tool)?;
+        let args = parse_arguments(raw_args, self.arg_limits)
+            .map_err(|e| CallError::Tool(e.to_string()))?;
+        entry
+            .schema
+            .validate(&args)
+            .map_err(|e| CallError::Tool(e.to_string()))?;
         entry.tool.call(&args)
     }
 

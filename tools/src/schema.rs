@@ -23,6 +23,18 @@ impl Retrieve for NoRemoteRefs {
     }
 }
 
+/// Why a schema cannot be used as a tool's input schema (for the plugin author).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(String);
+
+/// Arguments that break the schema: one line per violation with its JSON path (for the model).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("arguments do not match the tool's input schema:\n{}", .lines.join("\n"))]
+pub struct SchemaViolation {
+    lines: Vec<String>,
+}
+
 /// A compiled input schema.
 #[derive(Debug, Clone)]
 pub struct InputSchema {
@@ -35,22 +47,26 @@ impl InputSchema {
     /// # Errors
     /// A message naming what is wrong: not an object schema, invalid against its meta-schema,
     /// or referring to an external document.
-    pub fn compile(schema: &Value) -> Result<InputSchema, String> {
+    pub fn compile(schema: &Value) -> Result<InputSchema, SchemaError> {
         let Some(obj) = schema.as_object() else {
-            return Err("the input schema must be a JSON object".into());
+            return Err(SchemaError("the input schema must be a JSON object".into()));
         };
         match obj.get("type") {
             Some(Value::String(t)) if t == "object" => {}
-            _ => return Err(r#"the input schema must have "type": "object""#.into()),
+            _ => {
+                return Err(SchemaError(
+                    r#"the input schema must have "type": "object""#.into(),
+                ))
+            }
         }
         let validator = jsonschema::options()
             .with_retriever(NoRemoteRefs)
             .build(schema)
             .map_err(|e| {
-                format!(
+                SchemaError(format!(
                     "not a valid JSON Schema: {e} (at {})",
                     pointer(e.schema_path().as_str())
-                )
+                ))
             })?;
         Ok(InputSchema { validator })
     }
@@ -60,7 +76,7 @@ impl InputSchema {
     /// # Errors
     /// One line per violation (at most eight) with the JSON path of the offending value, for
     /// the model to fix its call.
-    pub fn validate(&self, args: &Value) -> Result<(), String> {
+    pub fn validate(&self, args: &Value) -> Result<(), SchemaViolation> {
         let mut lines: Vec<String> = Vec::new();
         let mut extra = 0usize;
         for err in self.validator.iter_errors(args) {
@@ -80,10 +96,7 @@ impl InputSchema {
         if extra > 0 {
             lines.push(format!("- and {extra} more"));
         }
-        Err(format!(
-            "arguments do not match the tool's input schema:\n{}",
-            lines.join("\n")
-        ))
+        Err(SchemaViolation { lines })
     }
 }
 
@@ -123,23 +136,28 @@ mod tests {
     #[test]
     fn violations_name_their_json_path() {
         let s = schema();
-        let missing = s.validate(&json!({})).unwrap_err();
+        let missing = s.validate(&json!({})).unwrap_err().to_string();
         assert!(
             missing.contains("at / (the arguments object)") && missing.contains("expression"),
             "{missing}"
         );
-        let wrong = s.validate(&json!({"expression": 5})).unwrap_err();
+        let wrong = s
+            .validate(&json!({"expression": 5}))
+            .unwrap_err()
+            .to_string();
         assert!(
             wrong.contains("at /expression") && wrong.contains("string"),
             "{wrong}"
         );
         let nested = s
             .validate(&json!({"expression": "x", "items": [1, "two"]}))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(nested.contains("at /items/1"), "{nested}");
         let extra = s
             .validate(&json!({"expression": "x", "evil": true}))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(extra.contains("evil"), "{extra}");
     }
 
@@ -157,7 +175,7 @@ mod tests {
                 "not a valid JSON Schema",
             ),
         ] {
-            let err = InputSchema::compile(&schema).unwrap_err();
+            let err = InputSchema::compile(&schema).unwrap_err().to_string();
             assert!(err.contains(needle), "{schema}: {err}");
         }
     }
@@ -168,7 +186,8 @@ mod tests {
             "type": "object",
             "properties": {"a": {"$ref": "https://example.com/schema.json"}}
         }))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not a valid JSON Schema"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! The adversarial suite: a plugin that misbehaves on purpose (tests/guests/adversary), run
 //! through the same registry path the agent uses. Every case checks that the host stays
-//! responsive and that the next call works in a fresh instance.
+//! responsive and that the next call works in a fresh instance. (The regressions found by the
+//! sandbox-escape review live in `escapes.rs`.)
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use corral_sandbox::{Sandbox, SandboxConfig};
+use corral_sandbox::{CacheOutcome, Sandbox, SandboxConfig};
 use corral_tools::plugins::{self, Home};
 use corral_tools::{CallError, CallOutput, Content, Registry, RuntimeErrorKind};
 use tempfile::TempDir;
@@ -39,9 +40,6 @@ fn fixture() -> &'static Fixture {
         std::fs::write(root.join("outside/secret.txt"), "top secret").unwrap();
         std::os::unix::fs::symlink(root.join("outside/secret.txt"), root.join("rw/escape")).unwrap();
         std::os::unix::fs::symlink(root.join("outside"), root.join("ro/escape-dir")).unwrap();
-        // Set once, before any registry reads the environment.
-        std::env::set_var("CORRAL_TEST_GRANTED", "granted-value");
-        std::env::set_var("CORRAL_TEST_SECRET", "secret-value");
 
         let granted_peer = TcpListener::bind("127.0.0.1:0").unwrap();
         let other_peer = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -57,6 +55,7 @@ fn fixture() -> &'static Fixture {
              [limits]\ndeadline_ms = {DEADLINE_MS}\nmemory_mib = 32\nresult_kib = 16\noutput_kib = 8\n"
         );
         let src = common::plugin_folder(&root.join("src/adversary"), "adversary", &wasm, None, &extra);
+        let sha256 = common::sha256_hex(&wasm);
         // The user grants /ro read-only (the manifest asked for rw), /rw read-write, one env var
         // of the two asked, and one network peer of the two asked.
         std::fs::create_dir_all(&home.plugins).unwrap();
@@ -64,6 +63,7 @@ fn fixture() -> &'static Fixture {
             &home.grants,
             format!(
                 "[plugins.adversary]\n\
+                 sha256 = \"{sha256}\"\n\
                  dirs = [{{ host = \"{ro}\", guest = \"/ro\", mode = \"ro\" }}, {{ host = \"{rw}\", guest = \"/rw\", mode = \"rw\" }}]\n\
                  env = [\"CORRAL_TEST_GRANTED\"]\n\
                  network = [\"{gp}\"]\n",
@@ -74,7 +74,13 @@ fn fixture() -> &'static Fixture {
         .unwrap();
         let sandbox = Sandbox::new(SandboxConfig::with_cache(&home.cache)).unwrap();
         plugins::install(&home, &sandbox, &src).unwrap();
-        let (registry, problems) = plugins::registry(&home, &sandbox).unwrap();
+        // The host environment the grant reads, passed explicitly (no process-wide set_var).
+        let env = |name: &str| match name {
+            "CORRAL_TEST_GRANTED" => Some("granted-value".to_owned()),
+            "CORRAL_TEST_SECRET" => Some("secret-value".to_owned()),
+            _ => None,
+        };
+        let (registry, problems) = plugins::registry_with_env(&home, &sandbox, &env).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         Fixture { _tmp: tmp, root, home, sandbox, registry, granted_peer, other_peer }
     })
@@ -98,7 +104,18 @@ fn text(r: &Result<CallOutput, CallError>) -> String {
     }
 }
 
-/// The host answers promptly and a fresh instance serves the next call.
+/// Liveness bound for a healthy call after an attack. Generous on purpose (a healthy call takes
+/// milliseconds): it only catches a host left wedged, never flakes on a loaded CI machine.
+/// Speed is measured in `sandbox/benches/calls.rs`, not here.
+const LIVENESS: Duration = Duration::from_secs(30);
+
+/// A call that hits the deadline returns by this bound. The epoch trap fires within a few
+/// milliseconds of the deadline on an idle machine; the 10 s of slack is for a CI machine whose
+/// two cores are busy with builds (seen: 3.5 s for a 1.5 s deadline at load 6), so this checks
+/// that the call is stopped, not how fast.
+const DEADLINE_BOUND: Duration = Duration::from_millis(DEADLINE_MS + 10_000);
+
+/// The host answers and a fresh instance serves the next call.
 fn assert_healthy() {
     let start = Instant::now();
     assert_eq!(
@@ -111,8 +128,8 @@ fn assert_healthy() {
         "state leaked between calls"
     );
     assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "host slow after attack: {:?}",
+        start.elapsed() < LIVENESS,
+        "host wedged after attack: {:?}",
         start.elapsed()
     );
 }
@@ -154,7 +171,18 @@ fn path_escapes_from_the_preopen_are_denied() {
         assert!(got.starts_with("denied"), "{path}: {got}");
         assert!(!got.contains("top secret"), "{path}: {got}");
     }
-    assert!(fs("list", "/").starts_with("denied") || !fs("list", "/").contains("outside"));
+    // "/" itself was never preopened: listing it is denied (not merely free of `outside`).
+    let root = fs("list", "/");
+    assert!(root.starts_with("denied"), "{root}");
+    let listed = fs("list", "/ro");
+    assert!(
+        [
+            r#"ok: ["escape-dir", "readme.txt"]"#,
+            r#"ok: ["readme.txt", "escape-dir"]"#
+        ]
+        .contains(&listed.as_str()),
+        "{listed}"
+    );
     assert_healthy();
 }
 
@@ -194,8 +222,7 @@ fn an_infinite_loop_hits_the_deadline() {
     assert_eq!(runtime_kind(&r), RuntimeErrorKind::Deadline);
     let took = start.elapsed();
     assert!(
-        took >= Duration::from_millis(DEADLINE_MS - 10)
-            && took < Duration::from_millis(DEADLINE_MS + 1500),
+        took >= Duration::from_millis(DEADLINE_MS - 10) && took < DEADLINE_BOUND,
         "{took:?}"
     );
     assert_healthy();
@@ -206,11 +233,7 @@ fn a_guest_blocked_in_a_host_call_hits_the_deadline() {
     let start = Instant::now();
     let r = call("sleep", "{}");
     assert_eq!(runtime_kind(&r), RuntimeErrorKind::Deadline);
-    assert!(
-        start.elapsed() < Duration::from_millis(DEADLINE_MS + 1500),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < DEADLINE_BOUND, "{:?}", start.elapsed());
     assert_healthy();
 }
 
@@ -280,7 +303,7 @@ fn a_gigabyte_of_stdout_is_capped() {
         Err(CallError::Runtime(e)) => assert_eq!(e.kind, RuntimeErrorKind::Deadline, "{e}"),
         Err(e) => panic!("{e}"),
     }
-    assert!(start.elapsed() < Duration::from_millis(DEADLINE_MS + 1500));
+    assert!(start.elapsed() < DEADLINE_BOUND, "{:?}", start.elapsed());
     assert_healthy();
 }
 
@@ -301,7 +324,7 @@ fn host_logging_is_captured_and_capped() {
 fn the_compiled_component_cache_is_used_and_survives_corruption() {
     let f = fixture();
     let wasm = std::fs::read(common::adversary_wasm()).unwrap();
-    let cached = f.sandbox.cache_path(&hex_sha256(&wasm)).unwrap();
+    let cached = f.sandbox.cache_path(&common::sha256_hex(&wasm)).unwrap();
     assert!(
         cached.exists(),
         "install should leave a compiled artifact at {}",
@@ -309,27 +332,30 @@ fn the_compiled_component_cache_is_used_and_survives_corruption() {
     );
     // A fresh engine (as in a second process) loads from the cache.
     let again = Sandbox::new(SandboxConfig::with_cache(&f.home.cache)).unwrap();
-    let start = Instant::now();
     let plugin = again.load(&wasm).unwrap();
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "cached load took {:?}",
-        start.elapsed()
-    );
+    assert_eq!(plugin.cache_outcome(), &CacheOutcome::Hit);
     assert_eq!(plugin.list_tools().unwrap().len(), 19);
-    // A corrupt artifact is ignored and replaced by a recompiled one.
+    // A corrupt artifact is refused and replaced by a recompiled one.
     let copy = TempDir::new().unwrap();
-    let sandbox = Sandbox::new(SandboxConfig::with_cache(copy.path())).unwrap();
-    let path = sandbox.cache_path(&hex_sha256(&wasm)).unwrap();
+    let sandbox = Sandbox::new(SandboxConfig::with_cache(copy.path().join("cache"))).unwrap();
+    assert_eq!(
+        sandbox.load(&wasm).unwrap().cache_outcome(),
+        &CacheOutcome::Miss
+    );
+    let path = sandbox.cache_path(&common::sha256_hex(&wasm)).unwrap();
     std::fs::write(&path, b"garbage").unwrap();
     let plugin = sandbox.load(&wasm).unwrap();
+    assert!(
+        matches!(plugin.cache_outcome(), CacheOutcome::Refused(why) if why.contains("MAC")),
+        "{:?}",
+        plugin.cache_outcome()
+    );
     assert_eq!(plugin.list_tools().unwrap().len(), 19);
     assert_ne!(std::fs::read(&path).unwrap(), b"garbage");
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    assert_eq!(
+        sandbox.load(&wasm).unwrap().cache_outcome(),
+        &CacheOutcome::Hit
+    );
 }
 
 #[test]
@@ -412,7 +438,9 @@ fn concurrent_calls_get_separate_instances() {
 
 fn install_err(dir: &Path) -> String {
     let f = fixture();
-    plugins::install(&f.home, &f.sandbox, dir).unwrap_err()
+    plugins::install(&f.home, &f.sandbox, dir)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]

@@ -1,17 +1,19 @@
-//! `corral tools …`: install, list, remove and call sandboxed tool plugins.
+//! `corral tools …`: install, list, remove, verify, record and call sandboxed tool plugins.
 //!
 //! `call` takes exactly the path the agent takes for a model's tool call ([`Registry::call`]):
 //! size and depth caps, JSON parse, schema validation, then a fresh sandboxed instance.
 //! Where things live: see [`Home`]; builtin plugins are found through [`builtin_dirs`].
+//! Everything a tool wrote is shown without terminal control sequences ([`strip_control`]), and
+//! every problem met while loading plugins is printed as a warning.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
 use corral_sandbox::{Sandbox, SandboxConfig};
 use corral_tools::plugins::{self, Home};
-use corral_tools::{CallError, Content, Registry};
+use corral_tools::sanitize::strip_control;
+use corral_tools::{CallError, Content};
 
 use super::{GlobalOpts, UsageError};
 
@@ -30,6 +32,14 @@ pub enum ToolsCommand {
         /// Plugin id, as shown by `corral tools list`.
         id: String,
     },
+    /// Ask every plugin for its tools again and compare with what was recorded at install.
+    Verify,
+    /// Record the tools of the plugin folder DIR in DIR/tools.json (for builtin plugin folders;
+    /// `install` records by itself).
+    Record {
+        /// The plugin folder.
+        dir: PathBuf,
+    },
     /// Call a tool as the model would, and print the result.
     Call {
         /// Tool name.
@@ -46,24 +56,39 @@ pub enum ToolsCommand {
 /// Usage errors (exit 2) for a bad path, id or argument text; tool and runtime errors of a call
 /// and refused installs as plain errors (exit 1).
 pub fn run(command: ToolsCommand, global: &GlobalOpts) -> anyhow::Result<()> {
-    let home = home();
+    let home = home()?;
     match command {
         ToolsCommand::List => list(&home),
         ToolsCommand::Install { path } => install(&home, &path),
         ToolsCommand::Remove { id } => {
-            plugins::remove(&home, &id).map_err(UsageError::new)?;
+            plugins::remove(&home, &id).map_err(tools_error)?;
             println!("removed {id}");
             Ok(())
         }
+        ToolsCommand::Verify => verify(&home),
+        ToolsCommand::Record { dir } => record(&home, &dir),
         ToolsCommand::Call { name, arguments } => call(&home, &name, &arguments, global.verbose),
     }
 }
 
+/// A plugin error for the CLI: a usage error (exit 2) when the caller can fix the request,
+/// else a failure (exit 1).
+pub fn tools_error(e: corral_tools::Error) -> anyhow::Error {
+    if e.is_usage() {
+        UsageError::new(e.to_string()).into()
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
 /// The corral home ([`Home::from_env`]) with the builtin plugin folders.
-pub fn home() -> Home {
-    let mut home = Home::from_env();
+///
+/// # Errors
+/// When no folder for corral's state is known (no `HOME` and no `CORRAL_HOME`).
+pub fn home() -> anyhow::Result<Home> {
+    let mut home = Home::from_env()?;
     home.builtin = builtin_dirs();
-    home
+    Ok(home)
 }
 
 /// Folders searched for builtin plugins: `$CORRAL_BUILTIN_PLUGINS` (a `:`-separated list) if
@@ -98,9 +123,10 @@ pub fn sandbox(home: &Home) -> anyhow::Result<Sandbox> {
     Sandbox::new(SandboxConfig::with_cache(&home.cache)).context("cannot start the tool sandbox")
 }
 
-fn warn_all(problems: &[String]) {
+/// Prints each problem met while loading plugins, on stderr, cleaned of terminal control.
+pub fn warn_all(problems: &[corral_tools::Error]) {
     for p in problems {
-        eprintln!("warning: {p}");
+        eprintln!("warning: {}", strip_control(&p.to_string()));
     }
 }
 
@@ -119,10 +145,45 @@ fn list(home: &Home) -> anyhow::Result<()> {
             p.manifest.version,
             p.dir.display()
         );
+        println!("  sha256 {}", p.manifest.sha256);
         for t in &p.tools {
-            println!("  {:<20} {}", t.name, first_line(&t.description));
+            println!(
+                "  {:<20} {}",
+                t.name,
+                strip_control(first_line(&t.description))
+            );
         }
     }
+    Ok(())
+}
+
+fn verify(home: &Home) -> anyhow::Result<()> {
+    let sandbox = sandbox(home)?;
+    let mut refused = 0;
+    for (dir, outcome) in plugins::verify(home, &sandbox) {
+        match outcome {
+            Ok(p) => println!("ok {} ({} tools as recorded)", p.manifest.id, p.tools.len()),
+            Err(e) => {
+                refused += 1;
+                eprintln!(
+                    "refused {}: {}",
+                    dir.display(),
+                    strip_control(&e.to_string())
+                );
+            }
+        }
+    }
+    if refused > 0 {
+        anyhow::bail!("{refused} plugin(s) failed verification");
+    }
+    Ok(())
+}
+
+fn record(home: &Home, dir: &std::path::Path) -> anyhow::Result<()> {
+    let sandbox = sandbox(home)?;
+    let p = plugins::record_dir(&sandbox, dir).map_err(tools_error)?;
+    let names: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
+    println!("recorded {} (tools: {})", p.manifest.id, names.join(", "));
     Ok(())
 }
 
@@ -135,8 +196,13 @@ fn install(home: &Home, path: &std::path::Path) -> anyhow::Result<()> {
         return Err(UsageError::new(format!("{} does not exist", path.display())).into());
     }
     let sandbox = sandbox(home)?;
-    let p = plugins::install(home, &sandbox, path)
-        .map_err(|e| anyhow::anyhow!("install refused: {e}"))?;
+    let p = plugins::install(home, &sandbox, path).map_err(|e| {
+        if e.is_usage() {
+            tools_error(e)
+        } else {
+            anyhow::anyhow!("install refused: {e}")
+        }
+    })?;
     let names: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
     println!(
         "installed {} {} into {} (tools: {})",
@@ -150,20 +216,13 @@ fn install(home: &Home, path: &std::path::Path) -> anyhow::Result<()> {
 
 fn call(home: &Home, name: &str, arguments: &str, verbose: bool) -> anyhow::Result<()> {
     let arguments = if arguments == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| UsageError::new(format!("cannot read arguments from stdin: {e}")))?;
-        text
+        super::stdin::read_stdin("arguments")?
     } else {
         arguments.to_owned()
     };
     let sandbox = sandbox(home)?;
-    let (registry, problems): (Registry, Vec<String>) =
-        plugins::registry(home, &sandbox).map_err(UsageError::new)?;
-    if verbose {
-        warn_all(&problems);
-    }
+    let (registry, problems) = plugins::registry(home, &sandbox).map_err(tools_error)?;
+    warn_all(&problems);
     match registry.call(name, &arguments) {
         Ok(out) => {
             if verbose {
@@ -171,21 +230,22 @@ fn call(home: &Home, name: &str, arguments: &str, verbose: bool) -> anyhow::Resu
             }
             for piece in &out.content {
                 match piece {
-                    Content::Text(t) => println!("{t}"),
+                    Content::Text(t) => println!("{}", strip_control(t)),
+                    // JSON escapes control characters in strings; pretty-printing keeps them so.
                     Content::Json(v) => println!("{}", serde_json::to_string_pretty(v)?),
                 }
             }
             Ok(())
         }
-        Err(CallError::Tool(msg)) => Err(anyhow::anyhow!("tool error: {msg}")),
-        Err(CallError::Runtime(err)) => Err(anyhow::anyhow!("{err}")),
+        Err(CallError::Tool(msg)) => Err(anyhow::anyhow!("tool error: {}", strip_control(&msg))),
+        Err(CallError::Runtime(err)) => Err(anyhow::anyhow!("{}", strip_control(&err.to_string()))),
     }
 }
 
 fn print_guest_output(stdout: &str, stderr: &str) {
     for (label, text) in [("stdout", stdout), ("stderr", stderr)] {
         if !text.is_empty() {
-            eprintln!("--- tool {label} ---\n{}", text.trim_end());
+            eprintln!("--- tool {label} ---\n{}", strip_control(text.trim_end()));
         }
     }
 }

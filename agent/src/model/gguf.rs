@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// What was wrong with a file that should be GGUF.
@@ -214,6 +215,24 @@ pub fn string_array(path: &Path, key: &str) -> Result<Option<StringArray>, GgufE
     Ok(None)
 }
 
+/// What a path is when it is not a regular file (a model file must be one).
+fn file_kind(ft: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if ft.is_file() => None,
+        _ if ft.is_dir() => Some("a directory"),
+        _ if ft.is_fifo() => Some("a FIFO"),
+        _ if ft.is_socket() => Some("a socket"),
+        _ if ft.is_block_device() || ft.is_char_device() => Some("a device"),
+        _ => Some("not a regular file"),
+    }
+}
+
+/// `O_NONBLOCK` for `open(2)`.
+fn libc_nonblock() -> i32 {
+    0o4000
+}
+
 /// A checked file header: a reader placed after it, and the counts it declares.
 struct Header {
     reader: Reader,
@@ -223,15 +242,25 @@ struct Header {
 
 impl Header {
     fn read(path: &Path) -> Result<Self, GgufError> {
-        let file = match File::open(path) {
-            Ok(file) => file,
+        // Look before opening: opening a FIFO would block until someone writes to it.
+        let kind = match std::fs::metadata(path) {
+            Ok(meta) => file_kind(&meta.file_type()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(GgufError::Missing),
             Err(e) => return Err(GgufError::Io(e)),
         };
-        let file_size = file.metadata()?.len();
-        if file.metadata()?.is_dir() {
-            return Err(GgufError::NotGguf("a directory".into()));
+        if let Some(kind) = kind {
+            return Err(GgufError::NotGguf(kind.into()));
         }
+        // Non-blocking, in case it was swapped for a FIFO since: the open then never waits.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nonblock())
+            .open(path)?;
+        let meta = file.metadata()?;
+        if let Some(kind) = file_kind(&meta.file_type()) {
+            return Err(GgufError::NotGguf(kind.into()));
+        }
+        let file_size = meta.len();
         let mut reader = Reader {
             inner: BufReader::new(file),
             pos: 0,
@@ -510,6 +539,29 @@ mod tests {
             inspect(Path::new("/no/such/model.gguf")),
             Err(GgufError::Missing)
         ));
+    }
+
+    /// Hardening issue: a model path that is a folder or a FIFO gives one clear error, and the
+    /// FIFO is never opened (that would block until someone writes to it).
+    #[test]
+    fn folders_and_fifos_are_named_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = inspect(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, GgufError::NotGguf(k) if k == "a directory"),
+            "{err}"
+        );
+        let fifo = dir.path().join("model.gguf");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = inspect(&fifo).unwrap_err();
+        assert!(
+            matches!(&err, GgufError::NotGguf(k) if k == "a FIFO"),
+            "{err}"
+        );
     }
 
     /// A tensor-free GGUF v3 file: a name, then `tokenizer.ggml.tokens` = `tokens`, then a u32.

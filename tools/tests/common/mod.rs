@@ -58,6 +58,11 @@ pub fn adversary_wasm() -> &'static Path {
     })
 }
 
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Writes a plugin folder `dir` holding `wasm` as `<id>.wasm` and a manifest with the right
 /// hash (unless `sha256` overrides it) plus `extra` TOML appended.
 pub fn plugin_folder(
