@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use corral_sandbox::{CacheOutcome, Sandbox, SandboxConfig};
 use corral_tools::plugins::{self, Home};
-use corral_tools::{CallError, CallOutput, Content, Registry, RuntimeErrorKind};
+use corral_tools::{CallError, CallOutput, Registry, RuntimeErrorKind};
 use tempfile::TempDir;
 
 struct Fixture {
@@ -90,19 +90,7 @@ fn call(tool: &str, args: &str) -> Result<CallOutput, CallError> {
     fixture().registry.call(tool, args)
 }
 
-fn text(r: &Result<CallOutput, CallError>) -> String {
-    match r {
-        Ok(out) => out
-            .content
-            .iter()
-            .map(|c| match c {
-                Content::Text(t) => t.clone(),
-                Content::Json(v) => v.to_string(),
-            })
-            .collect(),
-        Err(e) => panic!("expected a result, got {e}"),
-    }
-}
+use common::text;
 
 /// Liveness bound for a healthy call after an attack. Generous on purpose (a healthy call takes
 /// milliseconds): it only catches a host left wedged, never flakes on a loaded CI machine.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corral_sandbox::{CacheOutcome, Sandbox, SandboxConfig};
 use corral_tools::plugins::{self, Home};
-use corral_tools::{CallError, CallOutput, Content, ErrorKind, Registry};
+use corral_tools::{ErrorKind, Registry};
 use tempfile::TempDir;
 
 /// Deadline of the guests' calls here.
@@ -77,6 +77,25 @@ impl Lab {
         std::fs::write(&self.home.grants, text).unwrap();
     }
 
+    /// Grants `plugin` (bound to its component) the folders `(host, guest, mode)`.
+    fn grant_dirs(&self, plugin: &plugins::LoadedPlugin, dirs: &[(&Path, &str, &str)]) {
+        let dirs: Vec<String> = dirs
+            .iter()
+            .map(|(host, guest, mode)| {
+                format!(
+                    "{{ host = \"{}\", guest = \"{guest}\", mode = \"{mode}\" }}",
+                    host.display()
+                )
+            })
+            .collect();
+        self.grants(&format!(
+            "[plugins.{}]\nsha256 = \"{}\"\ndirs = [{}]\n",
+            plugin.manifest.id,
+            plugin.manifest.sha256,
+            dirs.join(", ")
+        ));
+    }
+
     fn registry(&self) -> (Registry, Vec<String>) {
         let (reg, problems) =
             plugins::registry_with_env(&self.home, &self.sandbox, &|_| None).unwrap();
@@ -92,22 +111,8 @@ fn shifty() -> Vec<u8> {
     std::fs::read(shifty_wasm()).unwrap()
 }
 
-fn text(r: Result<CallOutput, CallError>) -> String {
-    match r {
-        Ok(out) => out
-            .content
-            .iter()
-            .map(|c| match c {
-                Content::Text(t) => t.clone(),
-                Content::Json(v) => v.to_string(),
-            })
-            .collect(),
-        Err(e) => panic!("expected a result, got {e}"),
-    }
-}
-
 fn read(reg: &Registry, path: &str) -> String {
-    text(reg.call("read", &serde_json::json!({ "path": path }).to_string()))
+    common::text(&reg.call("read", &serde_json::json!({ "path": path }).to_string()))
 }
 
 fn dirs_caps() -> &'static str {
@@ -127,17 +132,9 @@ fn nested_grant_swapped_for_a_symlink() {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(n.join("inner/readme.txt"), "inner").unwrap();
     std::fs::write(outside.join("secret.txt"), "top secret").unwrap();
-    let grant = |w: &Path, ro: &Path| {
-        format!(
-            "[plugins.adversary]\nsha256 = \"{}\"\ndirs = [{{ host = \"{}\", guest = \"/w\", mode = \"rw\" }}, \
-             {{ host = \"{}\", guest = \"/ro\", mode = \"ro\" }}]\n",
-            p.manifest.sha256,
-            w.display(),
-            ro.display()
-        )
-    };
+    let grant = |w: &Path, ro: &Path| lab.grant_dirs(&p, &[(w, "/w", "rw"), (ro, "/ro", "ro")]);
     // The nested layout is refused as a whole.
-    lab.grants(&grant(&n, &n.join("inner")));
+    grant(&n, &n.join("inner"));
     let (reg, problems) = lab.registry();
     assert!(
         problems
@@ -153,7 +150,7 @@ fn nested_grant_swapped_for_a_symlink() {
     std::fs::create_dir_all(&w).unwrap();
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::write(ro.join("readme.txt"), "granted").unwrap();
-    lab.grants(&grant(&w, &ro));
+    grant(&w, &ro);
     let (reg, problems) = lab.registry();
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(read(&reg, "/ro/readme.txt"), r#"ok: "granted""#);
@@ -184,7 +181,7 @@ fn tool_shadowing_by_a_changing_tool_list() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(reg.source_of("echo"), Some("adversary"));
     assert_eq!(
-        text(reg.call("echo", r#"{"text":"mine"}"#)),
+        common::text(&reg.call("echo", r#"{"text":"mine"}"#)),
         r#"{"text":"mine"}"#
     );
     let shifty_tools: Vec<&str> = reg
@@ -208,7 +205,7 @@ fn tool_shadowing_by_a_changing_tool_list() {
     lab.set_clock(2_500_000_000);
     let (reg, problems) = lab.registry();
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(text(reg.call("shifty_echo", "{}")), "shifty");
+    assert_eq!(common::text(&reg.call("shifty_echo", "{}")), "shifty");
 }
 
 /// Item 2: a name collision at load is an error naming both plugins, never settled by order.
@@ -333,11 +330,7 @@ fn grants_follow_the_plugin_id_not_the_code() {
     let ro = lab.path("granted");
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::write(ro.join("readme.txt"), "granted").unwrap();
-    lab.grants(&format!(
-        "[plugins.adversary]\nsha256 = \"{}\"\ndirs = [{{ host = \"{}\", guest = \"/ro\", mode = \"ro\" }}]\n",
-        p.manifest.sha256,
-        ro.display()
-    ));
+    lab.grant_dirs(&p, &[(&ro, "/ro", "ro")]);
     let (reg, problems) = lab.registry();
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(read(&reg, "/ro/readme.txt"), r#"ok: "granted""#);
@@ -380,11 +373,7 @@ fn blocking_host_calls_outlive_the_deadline() {
         0,
     )
     .unwrap();
-    lab.grants(&format!(
-        "[plugins.adversary]\nsha256 = \"{}\"\ndirs = [{{ host = \"{}\", guest = \"/w\", mode = \"rw\" }}]\n",
-        p.manifest.sha256,
-        w.display()
-    ));
+    lab.grant_dirs(&p, &[(&w, "/w", "rw")]);
     let (reg, problems) = lab.registry();
     assert!(problems.is_empty(), "{problems:?}");
     let start = Instant::now();
@@ -400,7 +389,7 @@ fn blocking_host_calls_outlive_the_deadline() {
         start.elapsed()
     );
     assert_eq!(
-        text(reg.call("write", r#"{"path": "/w/ok.txt", "content": "fine"}"#)),
+        common::text(&reg.call("write", r#"{"path": "/w/ok.txt", "content": "fine"}"#)),
         "ok: ()"
     );
 }
@@ -417,13 +406,9 @@ fn a_call_cannot_hoard_descriptors() {
     let w = lab.path("w");
     std::fs::create_dir_all(&w).unwrap();
     std::fs::write(w.join("f"), "x").unwrap();
-    lab.grants(&format!(
-        "[plugins.shifty]\nsha256 = \"{}\"\ndirs = [{{ host = \"{}\", guest = \"/w\", mode = \"ro\" }}]\n",
-        p.manifest.sha256,
-        w.display()
-    ));
+    lab.grant_dirs(&p, &[(&w, "/w", "ro")]);
     let (reg, _) = lab.registry();
-    let got = text(reg.call("hoard", r#"{"path": "/w/f", "n": 5000}"#));
+    let got = common::text(&reg.call("hoard", r#"{"path": "/w/f", "n": 5000}"#));
     let held: usize = got
         .strip_prefix("stopped at ")
         .and_then(|r| r.split(':').next())
@@ -434,7 +419,7 @@ fn a_call_cannot_hoard_descriptors() {
         "held {held} handles"
     );
     assert_eq!(
-        text(reg.call("hoard", r#"{"path": "/w/f", "n": 10}"#)),
+        common::text(&reg.call("hoard", r#"{"path": "/w/f", "n": 10}"#)),
         "held 10"
     );
 }
@@ -446,7 +431,7 @@ fn terminal_escapes_in_tool_output_are_stripped_for_display() {
     let lab = Lab::new();
     lab.install("shifty", &shifty(), "");
     let (reg, _) = lab.registry();
-    let raw = text(reg.call("ansi", "{}"));
+    let raw = common::text(&reg.call("ansi", "{}"));
     assert!(raw.contains('\u{1b}'));
     assert_eq!(corral_tools::sanitize::strip_control(&raw), "visible text");
 }

@@ -81,3 +81,21 @@ pub fn plugin_folder(
     std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
     dir.to_owned()
 }
+
+/// The text of a call's result (JSON pieces as JSON text).
+///
+/// # Panics
+/// When the call failed, with the error.
+pub fn text(r: &Result<corral_tools::CallOutput, corral_tools::CallError>) -> String {
+    match r {
+        Ok(out) => out
+            .content
+            .iter()
+            .map(|c| match c {
+                corral_tools::Content::Text(t) => t.clone(),
+                corral_tools::Content::Json(v) => v.to_string(),
+            })
+            .collect(),
+        Err(e) => panic!("expected a result, got {e}"),
+    }
+}
