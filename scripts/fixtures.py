@@ -9,6 +9,8 @@ From the PyPI source archive of llama-cpp-python==0.3.36 (it vendors llama.cpp c
   - the official chat templates of Llama 3.1 / 3.2 / 3.3 Instruct (`models/templates/*.jinja`)
   - the vocab-only Llama 3 tokenizer `ggml-vocab-llama-bpe.gguf`
 and, with --llama-src, the whole vendored llama.cpp tree (to build `llama-bench` for benchmarks).
+It also makes the virtual environment `venv/` of the independent template oracle (the prompts
+test `python_oracle`): Python's own Jinja2, pinned and hash-checked, installed with pip.
 
 Each archive is verified against a pinned sha256 and cached under ~/.cache/corral/downloads, so a
 second run costs nothing. Nothing fetched here is committed to the repository.
@@ -19,6 +21,8 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
+import subprocess
 import sys
 import tarfile
 import urllib.parse
@@ -37,6 +41,21 @@ LLAMA_MODELS_MEMBERS = {
     "llama_models/llama3/tests/api/test_tool_utils.py": "llama-models/llama3/tests/api/test_tool_utils.py",
 }
 EXAMPLES = "llama3_1-prompt-examples.json"
+# The oracle's packages, exact versions with the sha256 of every file pip may choose: the pure
+# wheel of Jinja2, MarkupSafe's wheels for CPython 3.11-3.13 on x86_64 and aarch64 Linux, and its
+# source archive (built where no wheel fits).
+ORACLE_REQUIREMENTS = """\
+jinja2==3.1.6 \\
+    --hash=sha256:85ece4451f492d0c13c5dd7c13a64681a86afae63a5f347908daf103ce6d2f67
+markupsafe==3.0.2 \\
+    --hash=sha256:a123e330ef0853c6e822384873bef7507557d8e4a082961e1defa947aa59ba84 \\
+    --hash=sha256:2cb8438c3cbb25e220c2ab33bb226559e7afb3baec11c4f218ffa7308603c832 \\
+    --hash=sha256:e17c96c14e19278594aa4841ec148115f9c7615a47382ecb6b82bd8fea3ab0c8 \\
+    --hash=sha256:1c99d261bd2d5f6b59325c92c73df481e05e57f19837bdca8413b9eac4bd8028 \\
+    --hash=sha256:15ab75ef81add55874e7ab7055e9c397312385bd9ced94920f2802310c930396 \\
+    --hash=sha256:569511d3b58c8791ab4c2e1285575265991e6d8f8700c7be0e88f86cb0672094 \\
+    --hash=sha256:ee55d3edf80167e48ea11a923c7386f4669df67d7994554387f84e7d8b0a2bf0
+"""
 PREFIX = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
 MEMBERS = {
     "models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja": "llama-3.1-instruct.jinja",
@@ -141,6 +160,30 @@ def llama_models_fixtures(dest: pathlib.Path) -> None:
     write_atomic(dest / EXAMPLES, examples.encode("utf-8"))
 
 
+def oracle_venv(dest: pathlib.Path) -> None:
+    """The template oracle's virtual environment `venv/`: made with `python3 -m venv`, then the
+    pinned packages installed with hash checking. `venv/requirements.txt` is written last, so
+    it marks a complete environment; one without it, or made for other pins, is made again."""
+    venv = dest / "venv"
+    marker = venv / "requirements.txt"
+    if marker.exists() and marker.read_text() == ORACLE_REQUIREMENTS:
+        return
+    if venv.exists():
+        shutil.rmtree(venv)
+    print("fixtures: making the Jinja2 oracle's virtual environment", file=sys.stderr)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    except subprocess.CalledProcessError:
+        sys.exit("fixtures: `python3 -m venv` failed (on Debian, install python3-venv)")
+    pending = venv / "requirements.txt.partial"
+    pending.write_text(ORACLE_REQUIREMENTS)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--require-hashes",
+           "--no-deps", "-r", str(pending)]
+    if subprocess.run(pip).returncode != 0:
+        sys.exit("fixtures: installing the oracle's packages failed")
+    pending.replace(marker)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = pathlib.Path(__file__).resolve().parent.parent
@@ -150,6 +193,7 @@ def main() -> None:
     dest = pathlib.Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
     llama_models_fixtures(dest)
+    oracle_venv(dest)
     wanted = [dest / name for name in MEMBERS.values()]
     src_dir = dest / "llama.cpp"
     if all(p.exists() for p in wanted) and (not args.llama_src or src_dir.exists()):

@@ -9,6 +9,10 @@
 
 use serde_json::{Map, Number, Value};
 
+pub(crate) mod probe;
+
+pub(crate) use probe::{Probe, Status};
+
 /// How deep objects and arrays may nest.
 pub const MAX_DEPTH: usize = 128;
 
@@ -76,6 +80,54 @@ fn is_ident_start(c: char) -> bool {
 
 fn is_ident_char(c: char) -> bool {
     c == '_' || c.is_alphanumeric()
+}
+
+/// The literal words: JSON's and Python's spellings of booleans and null.
+fn keyword_value(word: &str) -> Option<Value> {
+    match word {
+        "true" | "True" => Some(Value::Bool(true)),
+        "false" | "False" => Some(Value::Bool(false)),
+        "null" | "None" => Some(Value::Null),
+        _ => None,
+    }
+}
+
+/// Whether `c` continues a number whose text so far ends `before` (a sign opens the number, or
+/// follows an exponent's `e`).
+fn continues_number(before: &str, c: char) -> bool {
+    match c {
+        '0'..='9' | '.' | 'e' | 'E' => true,
+        '+' | '-' => matches!(before.chars().next_back(), Some('e' | 'E')),
+        _ => false,
+    }
+}
+
+/// Why a finished number's text is not a number.
+enum NumberError {
+    NoDigits,
+    NotANumber,
+}
+
+/// The value of a finished number's text (sign included): an integer when it fits `i64` or
+/// `u64` and has no fraction or exponent, else a finite float.
+fn number_value(text: &str) -> Result<Value, NumberError> {
+    let text = text.trim_start_matches('+');
+    if !text.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(NumberError::NoDigits);
+    }
+    if !text.contains(['.', 'e', 'E']) {
+        if let Ok(n) = text.parse::<i64>() {
+            return Ok(Value::Number(n.into()));
+        }
+        if let Ok(n) = text.parse::<u64>() {
+            return Ok(Value::Number(n.into()));
+        }
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
+        .ok_or(NumberError::NotANumber)
 }
 
 impl Reader<'_> {
@@ -234,18 +286,15 @@ impl Reader<'_> {
             // The word may still grow (`True` → `True1`): decide when it ends.
             return Err(LiteralError::Incomplete);
         }
-        let value = match word.as_str() {
-            "true" | "True" => Value::Bool(true),
-            "false" | "False" => Value::Bool(false),
-            "null" | "None" => Value::Null,
-            _ => {
+        match keyword_value(&word) {
+            Some(value) => Ok(value),
+            None => {
                 // Quote only the first character: the rest of the word may not have arrived yet.
                 self.pos = start;
                 let first = word.chars().next().unwrap_or(' ');
-                return self.invalid(format!("expected a value, found `{first}`"));
+                self.invalid(format!("expected a value, found `{first}`"))
             }
-        };
-        Ok(value)
+        }
     }
 
     fn number(&mut self) -> Result<Value, LiteralError> {
@@ -253,14 +302,9 @@ impl Reader<'_> {
         if matches!(self.peek(), Some('-' | '+')) {
             self.bump();
         }
-        let mut is_float = false;
-        let mut digits = 0;
         while let Some(c) = self.peek() {
-            match c {
-                '0'..='9' => digits += 1,
-                '.' | 'e' | 'E' => is_float = true,
-                '+' | '-' if matches!(self.src[..self.pos].chars().last(), Some('e' | 'E')) => {}
-                _ => break,
+            if !continues_number(&self.src[..self.pos], c) {
+                break;
             }
             self.bump();
         }
@@ -268,23 +312,14 @@ impl Reader<'_> {
             // A number at the very end may still grow.
             return Err(LiteralError::Incomplete);
         }
-        let text = self.src[start..self.pos].trim_start_matches('+');
-        if digits == 0 {
-            return self.invalid("expected digits");
-        }
-        if !is_float {
-            if let Ok(n) = text.parse::<i64>() {
-                return Ok(Value::Number(n.into()));
-            }
-            if let Ok(n) = text.parse::<u64>() {
-                return Ok(Value::Number(n.into()));
-            }
-        }
-        match text.parse::<f64>().ok().and_then(Number::from_f64) {
-            Some(n) => Ok(Value::Number(n)),
-            None => {
+        match number_value(&self.src[start..self.pos]) {
+            Ok(value) => Ok(value),
+            Err(NumberError::NoDigits) => self.invalid("expected digits"),
+            Err(NumberError::NotANumber) => {
+                let text = self.src[start..self.pos].trim_start_matches('+');
+                let reason = format!("`{text}` is not a number");
                 self.pos = start;
-                self.invalid(format!("`{text}` is not a number"))
+                self.invalid(reason)
             }
         }
     }

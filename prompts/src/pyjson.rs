@@ -115,14 +115,8 @@ pub fn float_repr(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
-    let sci = format!("{value:e}");
-    let (mantissa, exponent) = sci.split_once('e').expect("{:e} always has an exponent");
-    let exponent: i32 = exponent.parse().expect("{:e} exponent is an integer");
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let sign = if value.is_sign_negative() { "-" } else { "" };
+    let (digits, exponent) = shortest_digits(value.abs());
     if !(-5 < exponent && exponent < 16) {
         let mut out = format!("{sign}{}", &digits[..1]);
         if digits.len() > 1 {
@@ -146,6 +140,62 @@ pub fn float_repr(value: f64) -> String {
     }
 }
 
+/// The digits and decimal exponent of `{:e}` output (`1.25e3` → `("125", 3)`).
+fn scientific(text: &str) -> (String, i32) {
+    let (mantissa, exponent) = text.split_once('e').expect("{:e} always has an exponent");
+    let digits = mantissa.chars().filter(|c| *c != '.').collect();
+    (
+        digits,
+        exponent.parse().expect("{:e} exponent is an integer"),
+    )
+}
+
+/// The shortest digits that read back as `value` (finite, not negative) and the decimal
+/// exponent of the first, chosen as Python's `repr` chooses them. Rust's formatter also gives
+/// the shortest digits nearest the value; but where the value lies exactly halfway between two
+/// such candidates it may take the odd one, and Python takes the even one. (A halfway value has
+/// one digit more than the shortest, and the shortest has 15 digits or more: the candidates are
+/// then within an ulp.)
+fn shortest_digits(value: f64) -> (String, i32) {
+    let (digits, exponent) = scientific(&format!("{value:e}"));
+    if digits.len() < 15 {
+        return (digits, exponent);
+    }
+    // Every f64 has an exact decimal expansion of at most 767 significant digits.
+    let (exact, exact_exponent) = scientific(&format!("{value:.800e}"));
+    let (head, rest) = exact.split_at(digits.len());
+    let halfway = rest.starts_with('5') && rest[1..].bytes().all(|b| b == b'0');
+    if exponent != exact_exponent || !halfway {
+        return (digits, exponent);
+    }
+    let reads_back = |candidate: &str| {
+        let text = format!("{}.{}e{exponent}", &candidate[..1], &candidate[1..]);
+        text.parse::<f64>() == Ok(value)
+    };
+    [Some(head.to_string()), decimal_increment(head)]
+        .into_iter()
+        .flatten()
+        .find(|c| c.ends_with(['0', '2', '4', '6', '8']) && reads_back(c))
+        .map_or((digits, exponent), |even| {
+            let trimmed = even.trim_end_matches('0');
+            (trimmed.to_string(), exponent)
+        })
+}
+
+/// The decimal digit string plus one in the last place; `None` when it would gain a digit.
+fn decimal_increment(digits: &str) -> Option<String> {
+    let mut bytes = digits.as_bytes().to_vec();
+    for b in bytes.iter_mut().rev() {
+        if *b == b'9' {
+            *b = b'0';
+        } else {
+            *b += 1;
+            return String::from_utf8(bytes).ok();
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +216,12 @@ mod tests {
             (1.2345e100, "1.2345e+100"),
             (0.1, "0.1"),
             (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            // Exactly halfway between two shortest candidates: Python takes the even digit.
+            (13_027_151_540_311.0 + 1.0 / 16.0, "13027151540311.062"),
+            (-13_027_151_540_311.0 - 1.0 / 16.0, "-13027151540311.062"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
         ];
         for (value, expected) in cases {
             assert_eq!(float_repr(value), expected, "repr({value})");

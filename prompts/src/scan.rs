@@ -6,8 +6,18 @@
 //! `<|python_tag|>` (code or calls are only told apart at its end). What a dialect adds is a table
 //! of special strings ([`Dialect`]); everything else (JSON and pythonic calls, known-tool checks,
 //! errors) is shared.
+//!
+//! The cost is linear in the turn's length however it is streamed: a call that waits for more
+//! input is tried again only when a resumable probe of its literal says the reader would no
+//! longer run out of input (`pending`), so a long argument is read in full once.
+
+mod pending;
+#[cfg(test)]
+mod tests;
 
 use serde_json::{Map, Value};
+
+use pending::{Await, Close, Pending};
 
 use crate::format::{ParseError, ParseErrorKind, ParseEvent, StopKind, StreamParser};
 use crate::literal::{self, LiteralError, PyCall};
@@ -36,8 +46,14 @@ pub(crate) struct Dialect {
 }
 
 const PYTHON_TAG: &str = "<|python_tag|>";
-const FUNCTION_CLOSE: &str = "</function>";
-const TOOL_CALL_CLOSE: &str = "</tool_call>";
+const FUNCTION_CLOSE: Close = Close {
+    tag: "</function>",
+    after_objects_only: true,
+};
+const TOOL_CALL_CLOSE: Close = Close {
+    tag: "</tool_call>",
+    after_objects_only: false,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -52,8 +68,8 @@ enum Mode {
 
 /// What trying to read a call at the current position gave.
 enum Attempt {
-    /// Need more input.
-    Wait,
+    /// Need more input: what must arrive before the call is tried again.
+    Wait(Await),
     /// Consumed up to the offset, producing these events.
     Consumed(Vec<ParseEvent>, usize),
     /// Not a call: the text up to the offset is plain text.
@@ -74,6 +90,11 @@ pub(crate) struct Scanner {
     after_text: bool,
     /// A call was the last thing emitted (separators `;` `,` that follow are not text).
     after_call: bool,
+    /// The call at `pos` that waits for more input, if any.
+    pending: Option<Pending>,
+    /// How many times a call was tried (each try reads its literal from the start).
+    #[cfg(test)]
+    tries: usize,
 }
 
 impl Scanner {
@@ -87,6 +108,9 @@ impl Scanner {
             held_ws: String::new(),
             after_text: false,
             after_call: false,
+            pending: None,
+            #[cfg(test)]
+            tries: 0,
         }
     }
 
@@ -158,14 +182,34 @@ impl Scanner {
             // The call position may have changed; look again.
             return true;
         }
+        let waiting =
+            |pending: &mut Pending| pending.at == self.pos && pending.still_waiting(&self.buf);
+        if !last && self.pending.as_mut().is_some_and(waiting) {
+            return false;
+        }
+        #[cfg(test)]
+        {
+            self.tries += 1;
+        }
         let attempt = match c {
             '<' => self.special(last),
             '{' => self.json_call(last),
             _ => self.call_list(last),
         };
+        if !matches!(attempt, Attempt::Wait(_)) {
+            self.pending = None;
+        }
         match attempt {
-            Attempt::Wait if !last => false,
-            Attempt::Wait => {
+            Attempt::Wait(awaits) if !last => {
+                let known = |p: &Pending| p.at == self.pos && p.awaits == awaits;
+                if !self.pending.as_ref().is_some_and(known) {
+                    let mut pending = Pending::new(self.pos, awaits);
+                    pending.still_waiting(&self.buf);
+                    self.pending = Some(pending);
+                }
+                false
+            }
+            Attempt::Wait(_) => {
                 // The turn ended inside something unfinished that was not a call: it is text.
                 let text = self.buf[self.pos..].to_string();
                 self.pos = self.buf.len();
@@ -278,7 +322,7 @@ impl Scanner {
                 .iter()
                 .any(|(text, _)| text.starts_with(rest))
         {
-            return Attempt::Wait;
+            return Attempt::Wait(Await::Retry);
         }
         Attempt::Text(self.pos + 1)
     }
@@ -286,7 +330,11 @@ impl Scanner {
     fn json_call(&self, last: bool) -> Attempt {
         let at_call_position = !self.after_text;
         match literal::parse_value(&self.buf, self.pos) {
-            Err(LiteralError::Incomplete) if !last => Attempt::Wait,
+            Err(LiteralError::Incomplete) if !last => Attempt::Wait(Await::Literal {
+                start: self.pos,
+                list: false,
+                close: None,
+            }),
             Err(error) => {
                 let text = &self.buf[self.pos..];
                 if at_call_position && looks_like_call_object(text) {
@@ -322,7 +370,11 @@ impl Scanner {
 
     fn call_list(&self, last: bool) -> Attempt {
         match call_list(&self.buf, self.pos, &self.tools, false) {
-            Err(LiteralError::Incomplete) if !last => Attempt::Wait,
+            Err(LiteralError::Incomplete) if !last => Attempt::Wait(Await::Literal {
+                start: self.pos,
+                list: true,
+                close: None,
+            }),
             Err(_) => Attempt::Text(self.pos + 1),
             Ok((events, end)) if events.is_empty() => Attempt::Text(end),
             Ok((events, end)) => Attempt::Consumed(events, end),
@@ -330,12 +382,17 @@ impl Scanner {
     }
 
     fn tool_call_tag(&self, after: usize, last: bool) -> Attempt {
+        let awaits = Await::Literal {
+            start: after,
+            list: false,
+            close: Some(TOOL_CALL_CLOSE),
+        };
         match literal::parse_value(&self.buf, after) {
-            Err(LiteralError::Incomplete) if !last => Attempt::Wait,
+            Err(LiteralError::Incomplete) if !last => Attempt::Wait(awaits),
             Err(error) => Attempt::Malformed(malformed_at(&error, &self.buf, self.pos)),
             Ok((value, end)) => {
-                let Some(end) = close_tag(&self.buf, end, TOOL_CALL_CLOSE, last) else {
-                    return Attempt::Wait;
+                let Some(end) = close_tag(&self.buf, end, TOOL_CALL_CLOSE.tag, last) else {
+                    return Attempt::Wait(awaits);
                 };
                 let text = &self.buf[self.pos..end];
                 let event = match call_from_object(&value) {
@@ -416,15 +473,20 @@ fn function_tag(buf: &str, pos: usize, tools: &ToolSet, last: bool) -> Attempt {
                 &buf[pos..],
             ));
         }
-        return Attempt::Wait;
+        return Attempt::Wait(Await::Retry);
     };
     let name = buf[name_start..name_start + close].trim().to_string();
+    let awaits = Await::Literal {
+        start: name_start + close + 1,
+        list: false,
+        close: Some(FUNCTION_CLOSE),
+    };
     match literal::parse_value(buf, name_start + close + 1) {
-        Err(LiteralError::Incomplete) if !last => Attempt::Wait,
+        Err(LiteralError::Incomplete) if !last => Attempt::Wait(awaits),
         Err(error) => Attempt::Malformed(malformed_at(&error, buf, pos)),
         Ok((Value::Object(args), end)) => {
-            let Some(end) = close_tag(buf, end, FUNCTION_CLOSE, last) else {
-                return Attempt::Wait;
+            let Some(end) = close_tag(buf, end, FUNCTION_CLOSE.tag, last) else {
+                return Attempt::Wait(awaits);
             };
             let event = if tools.knows(&name) {
                 ParseEvent::ToolCall(ToolCall::new(name, Value::Object(args)))

@@ -20,7 +20,7 @@ use crate::types::{Conversation, Message, ToolChoice, ToolOutput, ToolSet, ToolS
 /// `<|im_end|>`: end of a ChatML turn.
 pub const IM_END: &str = "<|im_end|>";
 
-static DIALECT: Dialect = Dialect {
+pub(crate) static DIALECT: Dialect = Dialect {
     specials: &[
         ("<|im_end|>", Special::Stop(StopKind::Eot)),
         ("<|endoftext|>", Special::Stop(StopKind::Eot)),

@@ -7,7 +7,7 @@
 
 mod grammar;
 mod meta;
-mod parse;
+pub(crate) mod parse;
 mod render;
 
 pub use render::{py_strip, TEMPLATE_DEFAULT_DATE};

@@ -9,7 +9,7 @@
 use crate::format::StopKind;
 use crate::scan::{Dialect, Special};
 
-pub(super) static DIALECT: Dialect = Dialect {
+pub(crate) static DIALECT: Dialect = Dialect {
     specials: &[
         ("<|eom_id|>", Special::Stop(StopKind::Eom)),
         ("<|eot_id|>", Special::Stop(StopKind::Eot)),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gen;
+pub mod template_context;
 
 use std::path::PathBuf;
 
