@@ -135,6 +135,8 @@ for item in "${rust[@]}"; do
   case "$item" in
     rustup) install_rustup ;;
     "toolchain $toolchain")
+      # rustup-init above may have installed it already.
+      rustup toolchain list 2>/dev/null | grep -q "^$toolchain-" && continue
       say "installing the Rust toolchain $toolchain (pinned in rust-toolchain.toml)"
       rustup toolchain install "$toolchain" --profile minimal >/dev/null 2>&1 ;;
     wasm32-wasip2)

@@ -17,13 +17,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn guest_target() -> PathBuf {
-    std::env::var_os("CORRAL_GUEST_TARGET_DIR").map_or_else(
-        || PathBuf::from("/var/tmp/corral-guest-target"),
-        PathBuf::from,
-    )
-}
-
 /// Builtin plugins laid out by the real build script, once per test binary.
 fn builtins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -37,7 +30,10 @@ fn builtins() -> &'static Path {
         let out = Command::new("bash")
             .arg(repo().join("scripts/build-plugins.sh"))
             .arg(&dir)
-            .env("CORRAL_GUEST_TARGET_DIR", guest_target())
+            .env(
+                "CORRAL_GUEST_TARGET_DIR",
+                corral_test_support::guest_target_dir(),
+            )
             .env("CORRAL_BIN", corral_bin())
             .output()
             .expect("run scripts/build-plugins.sh");
@@ -233,26 +229,7 @@ fn plugin_folder(dir: &Path, file: &str, wasm: &[u8], manifest: &str) -> PathBuf
 
 /// Builds the guest crate at `src` for wasm32-wasip2 and returns the component `artifact`.
 fn build_guest(src: &Path, artifact: &str) -> Vec<u8> {
-    let out = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(src.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", guest_target())
-        .env("CARGO_ENCODED_RUSTFLAGS", "")
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(guest_target().join("wasm32-wasip2/release").join(artifact)).unwrap()
+    std::fs::read(corral_test_support::build_guest(src, artifact)).unwrap()
 }
 
 #[test]

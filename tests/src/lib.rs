@@ -31,26 +31,7 @@ pub fn corral_bin() -> PathBuf {
     bin
 }
 
-/// Folder of downloaded test fixtures (`CORRAL_FIXTURES`, else `<repo>/.fixtures`).
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("CORRAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.fixtures"))
-}
-
-/// A fixture file by name.
-///
-/// # Panics
-/// When it is missing, naming the script that fetches it.
-pub fn fixture(name: &str) -> PathBuf {
-    let path = fixtures_dir().join(name);
-    assert!(
-        path.exists(),
-        "fixture {} is missing: run `python3 scripts/fixtures.py` (make test does)",
-        path.display()
-    );
-    path
-}
+pub use corral_test_support::{fixture, fixtures_dir};
 
 /// Path of the cached default model.
 ///

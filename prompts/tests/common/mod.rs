@@ -1,26 +1,12 @@
-//! Shared by the prompts integration tests: fixture lookup and a readable diff.
+//! Shared by the prompts integration tests: fixture lookup (`corral-test-support`) and a
+//! readable diff.
 
 #![allow(dead_code)]
 
 pub mod gen;
 pub mod template_context;
 
-use std::path::PathBuf;
-
-/// A fixture file (`CORRAL_FIXTURES`, else `<workspace>/.fixtures`); fails naming the script
-/// that fetches it.
-pub fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CORRAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.fixtures"));
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "fixture {} is missing: run `python3 scripts/fixtures.py`",
-        path.display()
-    );
-    path
-}
+pub use corral_test_support::fixture;
 
 /// Reads a fixture as text.
 pub fn fixture_text(name: &str) -> String {

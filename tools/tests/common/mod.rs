@@ -3,49 +3,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
-/// Guest target dir shared with `scripts/build-plugins.sh`.
-pub fn guest_target_dir() -> PathBuf {
-    std::env::var_os("CORRAL_GUEST_TARGET_DIR").map_or_else(
-        || PathBuf::from("/var/tmp/corral-guest-target"),
-        PathBuf::from,
-    )
-}
-
-/// Builds the guest crate at `crate_dir` for wasm32-wasip2 and returns its component.
-///
-/// # Panics
-/// When the build fails, with cargo's output.
-pub fn build_guest(crate_dir: &Path, artifact: &str) -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let target = guest_target_dir();
-    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(crate_dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        // No host rustflags (such as target-cpu=native) for the wasm target.
-        .env("CARGO_ENCODED_RUSTFLAGS", "")
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building guest {} failed (is `rustup target add wasm32-wasip2` done?):\n{}",
-        crate_dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target.join("wasm32-wasip2/release").join(artifact)
-}
+pub use corral_test_support::build_guest;
 
 /// The adversary test guest, built once per test binary.
 pub fn adversary_wasm() -> &'static Path {
