@@ -58,7 +58,9 @@ pub fn run_corral(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
 
 /// Runs `corral` with `args` and `input` on stdin; returns (exit code, stdout, stderr).
 pub fn run_corral_input(args: &[&str], input: &str) -> (i32, String, String) {
-    run(args, &[], Some(input))
+    // TERM=dumb, as on a fresh machine's console: the chat's line editor once printed its
+    // prompt into piped output there (and only there).
+    run(args, &[("TERM", "dumb")], Some(input))
 }
 
 fn run(args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> (i32, String, String) {

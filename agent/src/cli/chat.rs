@@ -23,6 +23,46 @@ pub struct ChatArgs {
     pub stats: bool,
 }
 
+/// Where the chat's lines come from: the line editor on a terminal; plain lines from a pipe or a
+/// file, with no prompt, so a script's output holds only the answers whatever `TERM` says (with
+/// `TERM=dumb` the editor printed its prompt into piped output).
+enum Input {
+    Editor(Box<rustyline::DefaultEditor>),
+    Plain(std::io::StdinLock<'static>),
+}
+
+impl Input {
+    fn new() -> anyhow::Result<Input> {
+        use std::io::IsTerminal;
+        Ok(if std::io::stdin().is_terminal() {
+            Input::Editor(Box::new(rustyline::DefaultEditor::new()?))
+        } else {
+            Input::Plain(std::io::stdin().lock())
+        })
+    }
+
+    /// The next line without its newline; `None` at the end of the input.
+    fn read_line(&mut self) -> Result<Option<String>, ReadlineError> {
+        match self {
+            Input::Editor(editor) => editor.readline("you> ").map(Some),
+            Input::Plain(stdin) => {
+                use std::io::BufRead;
+                let mut line = String::new();
+                match stdin.read_line(&mut line)? {
+                    0 => Ok(None),
+                    _ => Ok(Some(line.trim_end_matches(['\n', '\r']).to_owned())),
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, line: &str) {
+        if let Input::Editor(editor) = self {
+            let _ = editor.add_history_entry(line);
+        }
+    }
+}
+
 /// Runs the chat loop until EOF, `/exit` or Ctrl-D.
 ///
 /// # Errors
@@ -32,7 +72,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let mut backend = session::open_backend(global)?;
     let template = ChatTemplate::for_model(backend.info())?;
     let cancel = session::cancel_on_ctrl_c();
-    let mut editor = rustyline::DefaultEditor::new()?;
+    let mut input = Input::new()?;
     let mut history: Vec<ChatMessage> = Vec::new();
     // One answer may take at most a quarter of the window (and 1024 tokens), so a rambling
     // reply cannot crowd out the conversation.
@@ -44,10 +84,10 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
         backend.info().context_tokens
     );
     loop {
-        let line = match editor.readline("you> ") {
-            Ok(line) => line,
+        let line = match input.read_line() {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(ReadlineError::Eof) => break,
             Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         };
         let text = line.trim();
@@ -61,7 +101,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        let _ = editor.add_history_entry(text);
+        input.remember(text);
         history.push(ChatMessage::new("user", text));
         let prompt = match fit_prompt(&template, &mut history, backend.as_mut(), reply_budget) {
             Ok(prompt) => prompt,
