@@ -87,12 +87,11 @@ fn load_component(sandbox: &Sandbox, manifest: &Manifest, bytes: &[u8]) -> Resul
 /// the component does not load.
 pub fn load_dir(sandbox: &Sandbox, dir: &Path, builtin: bool) -> Result<LoadedPlugin, Error> {
     let (manifest, bytes) = read_component(dir, builtin)?;
-    check_not_writable_by_others(&dir.join(RECORD_FILE), !builtin).or_else(|e| {
-        match dir.join(RECORD_FILE).exists() {
-            false => Ok(()),
-            true => Err(e),
-        }
-    })?;
+    // A missing record is reported by `record::read`, with what to do.
+    let record_file = dir.join(RECORD_FILE);
+    if record_file.exists() {
+        check_not_writable_by_others(&record_file, !builtin)?;
+    }
     let tools = record::read(dir, &manifest.id, &manifest.sha256)?;
     let plugin = load_component(sandbox, &manifest, &bytes)?;
     Ok(LoadedPlugin {
