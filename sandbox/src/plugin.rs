@@ -154,16 +154,10 @@ impl Plugin {
             deadline: LIST_TOOLS_DEADLINE,
             ..Limits::default()
         });
-        let this = self.clone();
         let specs = self
-            .block_on(async move {
-                this.run(&ctx, |bindings, store| {
-                    Box::pin(
-                        async move { bindings.corral_tool_tool().call_list_tools(store).await },
-                    )
-                })
-                .await
-            })
+            .block_on(self.run(&ctx, |bindings, store| {
+                Box::pin(async move { bindings.corral_tool_tool().call_list_tools(store).await })
+            }))
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Inspect,

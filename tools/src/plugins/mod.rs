@@ -269,7 +269,7 @@ pub fn verify(home: &Home, sandbox: &Sandbox) -> Vec<(PathBuf, Result<LoadedPlug
         .map(|(dir, builtin)| {
             let checked = load_dir(sandbox, &dir, builtin).and_then(|recorded| {
                 let now = record::inspect(&recorded.plugin, &recorded.manifest.id)?;
-                if record::same_tools(&recorded.tools, &now) {
+                if recorded.tools == now {
                     return Ok(recorded);
                 }
                 let names = |t: &[ToolSpec]| {

@@ -197,8 +197,3 @@ pub(crate) fn read(dir: &Path, id: &str, sha256: &str) -> Result<Vec<ToolSpec>, 
     }
     Ok(tools)
 }
-
-/// Whether the tool names and specs `now` match the `recorded` ones exactly.
-pub(crate) fn same_tools(recorded: &[ToolSpec], now: &[ToolSpec]) -> bool {
-    recorded.len() == now.len() && recorded.iter().zip(now).all(|(a, b)| a == b)
-}
