@@ -78,6 +78,8 @@ pub enum RuntimeErrorKind {
     Memory,
     /// The guest exhausted its wasm stack.
     StackOverflow,
+    /// The guest trapped after its writes to files reached the call's cap.
+    WriteLimit,
     /// Any other trap, including a guest panic.
     Trap,
     /// The guest returned something malformed (such as invalid JSON content).
@@ -101,6 +103,7 @@ impl fmt::Display for RuntimeError {
             RuntimeErrorKind::Deadline => "the tool ran past its deadline and was stopped",
             RuntimeErrorKind::Memory => "the tool hit its memory limit and was stopped",
             RuntimeErrorKind::StackOverflow => "the tool overflowed its stack and was stopped",
+            RuntimeErrorKind::WriteLimit => "the tool hit its write limit and was stopped",
             RuntimeErrorKind::Trap => "the tool crashed",
             RuntimeErrorKind::InvalidResult => "the tool returned a malformed result",
             RuntimeErrorKind::Instantiate => "the tool could not be started",

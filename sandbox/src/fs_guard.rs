@@ -22,7 +22,7 @@ use crate::host::HostState;
 
 /// The WASI filesystem interface as wasmtime-wasi 48 registers it (guests importing any
 /// 0.2.x version are linked to it by semver).
-const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+pub(crate) const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 /// Replaces `[method]descriptor.open-at` in `linker` (already holding WASI) by the guarded one.
 ///
@@ -74,7 +74,7 @@ fn openable(ty: DescriptorType) -> bool {
 
 /// The error code the guest sees, or the trap that ends the call. A full resource table (the
 /// call holds `MAX_HANDLES` resources) is an error the guest can handle, not a trap.
-fn guest_error(e: FsError) -> wasmtime::Result<ErrorCode> {
+pub(crate) fn guest_error(e: FsError) -> wasmtime::Result<ErrorCode> {
     e.downcast()
         .or_else(|trap| match trap.downcast_ref::<ResourceTableError>() {
             Some(ResourceTableError::Full) => Ok(ErrorCode::InsufficientMemory),

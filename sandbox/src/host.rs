@@ -5,7 +5,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use std::sync::Arc;
+
 use crate::output::CappedPipe;
+use crate::write_quota::WriteBudget;
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -21,6 +24,7 @@ pub(crate) struct HostState {
     pub table: ResourceTable,
     pub limiter: MemoryLimiter,
     pub log: CappedPipe,
+    pub write_budget: Arc<WriteBudget>,
 }
 
 impl WasiView for HostState {

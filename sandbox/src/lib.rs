@@ -46,6 +46,7 @@ mod output;
 mod pinned;
 mod plugin;
 mod runtime;
+mod write_quota;
 
 pub use cache::CacheOutcome;
 pub use error::{CallError, Error, ErrorKind, RuntimeError, RuntimeErrorKind};

@@ -24,6 +24,11 @@ pub const MAX_RESULT_BYTES: u64 = 4 << 20;
 pub const DEFAULT_OUTPUT_BYTES: u64 = 16 << 10;
 /// Ceiling for the stdout/stderr cap.
 pub const MAX_OUTPUT_BYTES: u64 = 1 << 20;
+/// Default cap on the bytes one call may write to files (all granted folders together; writes
+/// that overwrite count too). Past it, writes fail inside the guest with a quota error.
+pub const DEFAULT_WRITE_BYTES: u64 = 16 << 20;
+/// Ceiling for the write cap.
+pub const MAX_WRITE_BYTES: u64 = 1 << 30;
 /// Most WASI resources (open files and folders, directory streams, byte streams, pollables,
 /// sockets) one call may hold at once. Every open file or folder holds at most one host file
 /// descriptor, so this also bounds the descriptors a call can pin (one call once held 19,986,
@@ -45,6 +50,8 @@ pub struct Limits {
     pub result_bytes: u64,
     /// Cap on stdout and on stderr (each).
     pub output_bytes: u64,
+    /// Cap on the bytes written to files during the call.
+    pub write_bytes: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +61,7 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             result_bytes: DEFAULT_RESULT_BYTES,
             output_bytes: DEFAULT_OUTPUT_BYTES,
+            write_bytes: DEFAULT_WRITE_BYTES,
         }
     }
 }
@@ -74,6 +82,9 @@ pub struct LimitsSpec {
     /// Stdout/stderr cap in KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_kib: Option<u64>,
+    /// Cap on bytes written to files, in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_mib: Option<u64>,
 }
 
 impl Limits {
@@ -117,6 +128,13 @@ impl Limits {
                 d.output_bytes,
                 MAX_OUTPUT_BYTES,
             ),
+            write_bytes: pick(
+                asked.write_mib,
+                granted.write_mib,
+                1 << 20,
+                d.write_bytes,
+                MAX_WRITE_BYTES,
+            ),
         }
     }
 }
@@ -143,6 +161,7 @@ mod tests {
             memory_mib: Some(512),
             result_kib: Some(4096),
             output_kib: Some(1024),
+            write_mib: Some(1024),
         };
         assert_eq!(Limits::resolve(&asked, &none()), Limits::default());
     }
@@ -154,12 +173,14 @@ mod tests {
             memory_mib: Some(8),
             result_kib: Some(1),
             output_kib: Some(0),
+            write_mib: Some(0),
         };
         let l = Limits::resolve(&asked, &none());
         assert_eq!(l.deadline, Duration::from_millis(500));
         assert_eq!(l.memory_bytes, 8 << 20);
         assert_eq!(l.result_bytes, 1 << 10);
         assert_eq!(l.output_bytes, 0);
+        assert_eq!(l.write_bytes, 0);
     }
 
     #[test]
@@ -187,12 +208,14 @@ mod tests {
             memory_mib: Some(u64::MAX),
             result_kib: Some(u64::MAX),
             output_kib: Some(u64::MAX),
+            write_mib: Some(u64::MAX),
         };
         let l = Limits::resolve(&huge, &huge);
         assert_eq!(l.deadline, MAX_DEADLINE);
         assert_eq!(l.memory_bytes, MAX_MEMORY_BYTES);
         assert_eq!(l.result_bytes, MAX_RESULT_BYTES);
         assert_eq!(l.output_bytes, MAX_OUTPUT_BYTES);
+        assert_eq!(l.write_bytes, MAX_WRITE_BYTES);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::limits::{Limits, MAX_HANDLES};
 use crate::output::{truncate_with_marker, CappedPipe};
 use crate::pinned::{PinError, PinnedDir};
 use crate::runtime::{Sandbox, WallClock, EPOCH_TICK};
+use crate::write_quota::WriteBudget;
 
 /// Deadline for `list-tools`, which runs every time plugins load: a plugin that stalls there
 /// must not stall every `corral` start for the full call deadline.
@@ -298,6 +299,7 @@ impl Plugin {
                 refused: false,
             },
             log: stderr.clone(),
+            write_budget: WriteBudget::new(limits.write_bytes),
         };
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -317,6 +319,7 @@ impl Plugin {
         // host call (sleeping, waiting on a stream). A little slack lets the trap win the race.
         let outcome = tokio::time::timeout(limits.deadline + EPOCH_TICK * 4, work).await;
         let refused_memory = store.data().limiter.refused;
+        let budget = store.data().write_budget.clone();
         drop(store);
         match outcome {
             Err(_elapsed) => Err(rt(
@@ -324,6 +327,10 @@ impl Plugin {
                 format!("deadline {:?}", limits.deadline),
             )),
             Ok(Ok(value)) => Ok((value, stdout.text(), stderr.text())),
+            Ok(Err(err)) if budget.exhausted() && err.downcast_ref::<Trap>().is_some() => Err(rt(
+                RuntimeErrorKind::WriteLimit,
+                format!("{}; {err:#}", budget.message()),
+            )),
             Ok(Err(err)) => Err(classify(&err, refused_memory, &stderr.text())),
         }
     }

@@ -184,6 +184,8 @@ impl Sandbox {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| engine_err("wasi", e))?;
         crate::fs_guard::add_to_linker(&mut linker).map_err(|e| engine_err("wasi open-at", e))?;
+        crate::write_quota::add_to_linker(&mut linker)
+            .map_err(|e| engine_err("wasi file writes", e))?;
         Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| engine_err("host", e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -189,7 +189,7 @@ fn tool_shadowing_by_a_changing_tool_list() {
         .filter(|(_, src)| *src == "shifty")
         .map(|(s, _)| s.name.as_str())
         .collect();
-    assert_eq!(shifty_tools, ["ansi", "hoard", "shifty_echo"]);
+    assert_eq!(shifty_tools, ["ansi", "flood", "hoard", "shifty_echo"]);
     let verdicts = plugins::verify(&lab.home, &lab.sandbox);
     let shifty = verdicts
         .iter()
@@ -421,6 +421,93 @@ fn a_call_cannot_hoard_descriptors() {
     assert_eq!(
         common::text(&reg.call("hoard", r#"{"path": "/w/f", "n": 10}"#)),
         "held 10"
+    );
+}
+
+/// Item 8: one call wrote 300 MB into an rw grant in 0.17 s. Now a call writes at most its
+/// write limit (16 MiB by default) to files, by stream or by positioned writes, and the guest
+/// sees the write fail (no space left for positioned writes, an I/O error for streams).
+#[test]
+fn a_call_cannot_write_without_limit() {
+    let lab = Lab::new();
+    let p = lab.install(
+        "shifty",
+        &shifty(),
+        r#"dirs = [{ guest = "/w", mode = "rw" }]"#,
+    );
+    let w = lab.path("w");
+    std::fs::create_dir_all(&w).unwrap();
+    lab.grant_dirs(&p, &[(&w, "/w", "rw")]);
+    let (reg, _) = lab.registry();
+    let limit = corral_sandbox::limits::DEFAULT_WRITE_BYTES;
+    for (file, at) in [("stream", false), ("positioned", true)] {
+        let args = serde_json::json!({ "path": format!("/w/{file}"), "mib": 300, "at": at });
+        let got = common::text(&reg.call("flood", &args.to_string()));
+        assert!(
+            got.starts_with(&format!("stopped at {limit}:")),
+            "{file}: {got}"
+        );
+        let why = if at { "No space left" } else { "I/O error" };
+        assert!(got.contains(why), "{file}: {got}");
+        let size = std::fs::metadata(w.join(file)).unwrap().len();
+        assert_eq!(size, limit, "{file}: what fits is written, nothing more");
+    }
+    // A guest that traps on the refused write is reported as stopped by its write limit.
+    let args = serde_json::json!({ "path": "/w/panic", "mib": 300, "panic": true });
+    match reg.call("flood", &args.to_string()) {
+        Err(corral_tools::CallError::Runtime(e)) => {
+            assert_eq!(e.kind, corral_sandbox::RuntimeErrorKind::WriteLimit, "{e}");
+            assert!(e.to_string().contains(&format!("{limit} bytes")), "{e}");
+        }
+        other => panic!("expected the write limit to stop the call: {other:?}"),
+    }
+    // The budget is per call: the next call starts with a fresh one.
+    let args = serde_json::json!({ "path": "/w/small", "mib": 1 });
+    assert_eq!(
+        common::text(&reg.call("flood", &args.to_string())),
+        "wrote 1048576"
+    );
+}
+
+/// Item 8: the write limit is grantable like the others, up to what the plugin asked.
+#[test]
+fn a_granted_write_limit_raises_the_cap() {
+    let lab = Lab::new();
+    let extra = format!(
+        "[capabilities]\ndirs = [{{ guest = \"/w\", mode = \"rw\" }}]\n\
+         [limits]\ndeadline_ms = {DEADLINE_MS}\nwrite_mib = 20\n"
+    );
+    let src = common::plugin_folder(&lab.path("src/shifty"), "shifty", &shifty(), None, &extra);
+    let p = plugins::install(&lab.home, &lab.sandbox, &src).unwrap();
+    let w = lab.path("w");
+    std::fs::create_dir_all(&w).unwrap();
+    let grant = |mib: u64| {
+        lab.grants(&format!(
+            "[plugins.shifty]\nsha256 = \"{}\"\ndirs = [{{ host = \"{}\", guest = \"/w\", mode = \"rw\" }}]\n\
+             limits = {{ write_mib = {mib} }}\n",
+            p.manifest.sha256,
+            w.display()
+        ));
+    };
+    let flood = |mib: u64| {
+        let (reg, _) = lab.registry();
+        let args = serde_json::json!({ "path": "/w/f", "mib": mib });
+        common::text(&reg.call("flood", &args.to_string()))
+    };
+    grant(64);
+    assert_eq!(
+        flood(20),
+        format!("wrote {}", 20u64 << 20),
+        "granted, and asked for"
+    );
+    assert!(
+        flood(21).starts_with(&format!("stopped at {}:", 20u64 << 20)),
+        "no more than asked"
+    );
+    grant(2);
+    assert!(
+        flood(3).starts_with(&format!("stopped at {}:", 2u64 << 20)),
+        "a grant lowers it"
     );
 }
 
