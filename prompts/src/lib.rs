@@ -52,6 +52,7 @@ pub mod hermes;
 pub mod jinja;
 pub mod literal;
 pub mod llama31;
+pub mod plain;
 pub mod pyjson;
 pub mod request;
 mod scan;
@@ -63,6 +64,7 @@ pub use format::{
     parse_all, Format, ParseError, ParseErrorKind, ParseEvent, ParsedMessage, RenderError,
     StopKind, StreamParser,
 };
+pub use plain::{ControlTexts, Segment};
 pub use types::{
     BuiltinTool, Conversation, Message, Role, ToolCall, ToolChoice, ToolOutput, ToolSet, ToolSpec,
 };

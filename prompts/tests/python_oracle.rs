@@ -73,7 +73,8 @@ fn ask_python(python: &Path, request: &Value) -> Value {
         dir.path().join("answer.json"),
     );
     std::fs::write(&request_path, request.to_string()).expect("write the request");
-    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_oracle.py");
+    let driver = corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python_oracle.py");
     let run = Command::new(python)
         .arg(driver)
         .arg(&request_path)

@@ -6,6 +6,7 @@ mod constrained;
 mod engine;
 mod generate_cli;
 mod model_pull;
+mod plain_text;
 mod prompt_cli;
 mod readme;
 mod setup_script;

@@ -181,8 +181,10 @@ fn the_section_is_parsed_into_its_blocks() {
 
 #[test]
 fn every_example_in_using_corral_runs_as_written() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("read README.md");
+    let readme = std::fs::read_to_string(
+        corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("read README.md");
     let mut section = using_corral_section(&readme).to_string();
 
     let example_model = tiny_gguf("My model");

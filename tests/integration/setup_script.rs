@@ -19,7 +19,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/setup.sh")
+    corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("../scripts/setup.sh")
 }
 
 /// The script's plan for `root`, one item a line.
@@ -76,7 +76,8 @@ fn fake_rustup(root: &Path, toolchains: &str, targets: &str) {
 
 fn pinned_toolchain() -> String {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml"),
+        corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR"))
+            .join("../rust-toolchain.toml"),
     )
     .unwrap();
     text.lines()

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Builtin plugins laid out by the real build script, once per test binary.

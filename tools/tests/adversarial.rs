@@ -478,7 +478,8 @@ fn install_refuses_unknown_imports_bad_manifests_and_bad_schemas() {
     );
 
     let bad_schema = common::build_guest(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/bad-schema"),
+        &corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/guests/bad-schema"),
         "bad_schema.wasm",
     );
     let wasm = std::fs::read(bad_schema).unwrap();

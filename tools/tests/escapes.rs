@@ -22,7 +22,8 @@ fn shifty_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
         common::build_guest(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/shifty"),
+            &corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/guests/shifty"),
             "shifty.wasm",
         )
     })

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 
 use clap::Args;
+use corral_prompts::ControlTexts;
 use rustyline::error::ReadlineError;
 
 use super::generate::stats_json;
@@ -74,6 +75,8 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let cancel = session::cancel_on_ctrl_c();
     let mut input = Input::new()?;
     let mut history: Vec<ChatMessage> = Vec::new();
+    // What the user types stays plain text: typing `<|im_start|>` opens no turn.
+    let controls = ControlTexts::new(backend.info().control_tokens.iter().cloned());
     // One answer may take at most a quarter of the window (and 1024 tokens), so a rambling
     // reply cannot crowd out the conversation.
     let reply_budget = (backend.info().context_tokens / 4).clamp(16, 1024);
@@ -102,7 +105,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             _ => {}
         }
         input.remember(text);
-        history.push(ChatMessage::new("user", text));
+        history.push(ChatMessage::new("user", &controls.mark(text)));
         let prompt = match fit_prompt(&template, &mut history, backend.as_mut(), reply_budget) {
             Ok(prompt) => prompt,
             Err(e) => {
@@ -136,7 +139,8 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
                 if args.stats {
                     eprintln!("{}", stats_json(&generation));
                 }
-                history.push(ChatMessage::new("assistant", generation.text.trim()));
+                let answer = controls.mark(generation.text.trim()).into_owned();
+                history.push(ChatMessage::new("assistant", &answer));
             }
             Err(e) => {
                 // Keep the user's message out of the history so the next turn still fits.

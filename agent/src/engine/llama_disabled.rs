@@ -23,3 +23,26 @@ pub fn load(
 pub fn tokenize_with_vocab(_path: &Path, _text: &str) -> Result<Vec<super::Token>, EngineError> {
     Err(EngineError::Unavailable)
 }
+
+/// A GGUF file's vocabulary: cannot be loaded in this build.
+pub struct Vocab(());
+
+impl Vocab {
+    /// Loads a vocabulary: always fails in this build.
+    ///
+    /// # Errors
+    /// Always [`EngineError::Unavailable`].
+    pub fn open(_path: &Path) -> Result<Vocab, EngineError> {
+        Err(EngineError::Unavailable)
+    }
+
+    /// Never reached: no `Vocab` exists in this build.
+    pub fn tokenize(&self, _text: &str) -> Vec<super::Token> {
+        Vec::new()
+    }
+
+    /// Never reached: no `Vocab` exists in this build.
+    pub fn control_tokens(&self) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -6,7 +6,8 @@
 //! the trait, so it tests without the C++ build.
 //!
 //! Prompts are text with special tokens written out (`<|eot_id|>`); a backend tokenizes them with
-//! special-token parsing. Generation streams text through a callback in whole characters
+//! special-token parsing, except inside the plain marks of [`corral_prompts::plain`], which keep
+//! untrusted text (tool results, user text, tool descriptions) from becoming control tokens. Generation streams text through a callback in whole characters
 //! ([`PieceDecoder`]), stops on every end-of-generation token the model declares, on caller-given
 //! stop strings and token ids, on a token budget, on a full context or on cancellation, and says
 //! which in [`StopReason`].
@@ -113,7 +114,8 @@ impl CancelToken {
 /// One generation request.
 #[derive(Debug, Clone, Default)]
 pub struct GenerateRequest {
-    /// The full prompt, special tokens written out as text.
+    /// The full prompt, special tokens written out as text; stretches between plain marks are
+    /// tokenized as plain text ([`corral_prompts::plain`]).
     pub prompt: String,
     /// Upper bound on generated tokens (`None`: until the context is full).
     pub max_tokens: Option<usize>,
@@ -180,6 +182,9 @@ pub struct ModelInfo {
     pub trained_context_tokens: usize,
     /// The chat template embedded in the GGUF file, if any.
     pub chat_template: Option<String>,
+    /// Spellings of the model's control tokens (what special-token parsing turns into control
+    /// ids). Untrusted text is marked against them so it stays plain ([`corral_prompts::plain`]).
+    pub control_tokens: Vec<String>,
 }
 
 /// Errors from an inference backend.
@@ -268,7 +273,8 @@ pub trait Backend {
     /// Facts about the loaded model.
     fn info(&self) -> &ModelInfo;
 
-    /// Token ids of `text`; special tokens written as text are parsed when `special` is true.
+    /// Token ids of `text`; special tokens written as text are parsed when `special` is true,
+    /// except between plain marks ([`corral_prompts::plain::segments`]).
     ///
     /// # Errors
     /// When the backend cannot tokenize (e.g. the engine stopped).

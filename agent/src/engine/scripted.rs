@@ -49,6 +49,7 @@ impl ScriptedBackend {
                 context_tokens: 8192,
                 trained_context_tokens: 8192,
                 chat_template: None,
+                control_tokens: Vec::new(),
             },
             replies: replies.into_iter().collect(),
             prompts: Vec::new(),
@@ -56,7 +57,14 @@ impl ScriptedBackend {
         }
     }
 
-    /// Every prompt received so far, in order.
+    /// This backend claiming a vocabulary with these control tokens.
+    #[must_use]
+    pub fn with_control_tokens(mut self, texts: &[&str]) -> Self {
+        self.info.control_tokens = texts.iter().map(|t| (*t).to_owned()).collect();
+        self
+    }
+
+    /// Every prompt received so far (plain marks removed), in order.
     pub fn prompts(&self) -> &[String] {
         &self.prompts
     }
@@ -77,7 +85,7 @@ impl Backend for ScriptedBackend {
     }
 
     fn tokenize(&mut self, text: &str, _special: bool) -> Result<Vec<Token>, EngineError> {
-        Ok(Self::char_tokens(text))
+        Ok(Self::char_tokens(&corral_prompts::plain::unmark(text)))
     }
 
     fn generate(
@@ -86,8 +94,9 @@ impl Backend for ScriptedBackend {
         sink: &mut TextSink<'_>,
     ) -> Result<Generation, EngineError> {
         request.sampling.validate()?;
-        self.prompts.push(request.prompt.clone());
-        let prompt = Self::char_tokens(&request.prompt);
+        let unmarked = corral_prompts::plain::unmark(&request.prompt).into_owned();
+        let prompt = Self::char_tokens(&unmarked);
+        self.prompts.push(unmarked);
         let reused = common_prefix(&self.cache, &prompt);
         let reply = self
             .replies

@@ -6,9 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// The repository root.
+/// The repository root: the nearest folder holding `rust-toolchain.toml` above the manifest
+/// of the test being run (cargo sets `CARGO_MANIFEST_DIR` when it runs a test). Looked up at run
+/// time, because a build shared between clones (one `CARGO_TARGET_DIR`) may reuse this crate
+/// compiled in another clone.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let Some(start) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) else {
+        return compiled;
+    };
+    start
+        .ancestors()
+        .find(|dir| dir.join("rust-toolchain.toml").is_file())
+        .map_or(compiled, Path::to_path_buf)
+}
+
+/// The manifest folder of the crate whose test is running (cargo's `CARGO_MANIFEST_DIR` at run
+/// time; `compiled` — the caller's `env!("CARGO_MANIFEST_DIR")` — when run by hand). See [`repo`]
+/// for why not the compile-time value alone.
+pub fn manifest_dir(compiled: &str) -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(compiled), PathBuf::from)
 }
 
 /// Folder of downloaded test fixtures (`CORRAL_FIXTURES`, else `<repo>/.fixtures`).

@@ -14,7 +14,8 @@ pub fn adversary_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
         build_guest(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/adversary"),
+            &corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/guests/adversary"),
             "adversary.wasm",
         )
     })

@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token_type::LlamaTokenAttr;
 use llama_cpp_2::vocab::LlamaVocab;
 
 use super::{Backend, EngineError, EngineOptions, GenerateRequest, Generation, ModelInfo};
@@ -59,20 +60,61 @@ pub fn load(path: &Path, options: &EngineOptions) -> Result<Box<dyn Backend + Se
 }
 
 /// Tokenizes `text` with only the vocabulary of the GGUF file at `path` (a vocab-only GGUF is
-/// enough); special tokens written as text are parsed.
+/// enough); special tokens written as text are parsed, except between plain marks.
 ///
 /// # Errors
 /// A bad model file or llama.cpp failing to load its vocabulary.
 pub fn tokenize_with_vocab(path: &Path, text: &str) -> Result<Vec<Token>, EngineError> {
-    check_model_file(path)?;
-    let backend = backend(false)?;
-    let params = LlamaModelParams::default().with_vocab_only(true);
-    let model =
-        LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(token_ids(&model.vocab(), text.as_bytes(), true))
+    Ok(Vocab::open(path)?.tokenize(text))
+}
+
+/// A GGUF file's vocabulary alone (a vocab-only GGUF is enough): tokenizing without a model.
+pub struct Vocab {
+    model: LlamaModel,
+}
+
+impl Vocab {
+    /// Loads the vocabulary of the GGUF file at `path`.
+    ///
+    /// # Errors
+    /// A bad model file or llama.cpp failing to load its vocabulary.
+    pub fn open(path: &Path) -> Result<Vocab, EngineError> {
+        check_model_file(path)?;
+        let backend = backend(false)?;
+        let params = LlamaModelParams::default().with_vocab_only(true);
+        let model =
+            LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Vocab { model })
+    }
+
+    /// Token ids of `text` (no BOS added); special tokens written as text are parsed, except
+    /// between plain marks.
+    pub fn tokenize(&self, text: &str) -> Vec<Token> {
+        let vocab = self.model.vocab();
+        corral_prompts::plain::segments(text)
+            .iter()
+            .flat_map(|seg| token_ids(&vocab, seg.text.as_bytes(), seg.special))
+            .collect()
+    }
+
+    /// The spellings of its control tokens ([`super::ModelInfo::control_tokens`]).
+    pub fn control_tokens(&self) -> Vec<String> {
+        control_texts(&self.model.vocab())
+    }
+}
+
+/// Spellings of the control tokens of `vocab` (and of its unknown token): the texts that
+/// special-token parsing turns into ids no plain text can produce.
+fn control_texts(vocab: &LlamaVocab<'_>) -> Vec<String> {
+    vocab
+        .tokens()
+        .filter(|&t| vocab.is_control(t) || vocab.attr(t).contains(LlamaTokenAttr::Unknown))
+        .filter_map(|t| vocab.text(t)?.to_str().ok().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Token ids of `bytes` in `vocab`, without adding BOS; special tokens written as text are

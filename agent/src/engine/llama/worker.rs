@@ -164,6 +164,7 @@ fn new_context<'m>(
             .chat_template(None)
             .ok()
             .and_then(|t| t.to_string().ok()),
+        control_tokens: super::control_texts(&model.vocab()),
     };
     Ok((ctx, info))
 }
@@ -182,9 +183,22 @@ struct Session<'m> {
 }
 
 impl Session<'_> {
+    /// Token ids of `text` with BOS in front when the model wants one. With `special`, the
+    /// format's framing becomes special tokens, and text between plain marks stays plain.
     fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
         let vocab = self.model.vocab();
-        let mut tokens = token_ids(&vocab, text.as_bytes(), special);
+        let mut tokens = if special {
+            corral_prompts::plain::segments(text)
+                .iter()
+                .flat_map(|seg| token_ids(&vocab, seg.text.as_bytes(), seg.special))
+                .collect()
+        } else {
+            token_ids(
+                &vocab,
+                corral_prompts::plain::unmark(text).as_bytes(),
+                false,
+            )
+        };
         let bos = vocab.bos().0;
         if vocab.should_add_bos() && bos >= 0 && tokens.first() != Some(&bos) {
             tokens.insert(0, bos);
