@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use corral_sandbox::{CallError, CallOutput};
+use serde_json::Value;
 
 use crate::args::{parse_arguments, ArgLimits};
 use crate::schema::InputSchema;
@@ -148,16 +149,29 @@ impl Registry {
     /// # Errors
     /// As above, plus whatever the tool itself returns.
     pub fn call(&self, name: &str, raw_args: &str) -> Result<CallOutput, CallError> {
+        if !self.contains(name) {
+            return Err(CallError::Tool(self.not_available(name)));
+        }
+        let args = parse_arguments(raw_args, self.arg_limits)
+            .map_err(|e| CallError::Tool(e.to_string()))?;
+        self.call_value(name, &args)
+    }
+
+    /// Calls tool `name` with arguments a parser already read (the agent's path: the parser
+    /// bounds what it reads). Unknown tools and schema violations come back as
+    /// [`CallError::Tool`], as with [`Registry::call`].
+    ///
+    /// # Errors
+    /// As [`Registry::call`].
+    pub fn call_value(&self, name: &str, args: &Value) -> Result<CallOutput, CallError> {
         let Some(entry) = self.tools.get(name) else {
             return Err(CallError::Tool(self.not_available(name)));
         };
-        let args = parse_arguments(raw_args, self.arg_limits)
-            .map_err(|e| CallError::Tool(e.to_string()))?;
         entry
             .schema
-            .validate(&args)
+            .validate(args)
             .map_err(|e| CallError::Tool(e.to_string()))?;
-        entry.tool.call(&args)
+        entry.tool.call(args)
     }
 
     fn not_available(&self, name: &str) -> String {

@@ -37,6 +37,7 @@ pub struct ScriptedBackend {
     info: ModelInfo,
     replies: VecDeque<ScriptedReply>,
     prompts: Vec<String>,
+    raw_prompts: Vec<String>,
     cache: Vec<Token>,
 }
 
@@ -53,6 +54,7 @@ impl ScriptedBackend {
             },
             replies: replies.into_iter().collect(),
             prompts: Vec::new(),
+            raw_prompts: Vec::new(),
             cache: Vec::new(),
         }
     }
@@ -67,6 +69,11 @@ impl ScriptedBackend {
     /// Every prompt received so far (plain marks removed), in order.
     pub fn prompts(&self) -> &[String] {
         &self.prompts
+    }
+
+    /// Every prompt received so far exactly as given (plain marks kept), in order.
+    pub fn raw_prompts(&self) -> &[String] {
+        &self.raw_prompts
     }
 
     /// Replies not yet used.
@@ -97,6 +104,7 @@ impl Backend for ScriptedBackend {
         let unmarked = corral_prompts::plain::unmark(&request.prompt).into_owned();
         let prompt = Self::char_tokens(&unmarked);
         self.prompts.push(unmarked);
+        self.raw_prompts.push(request.prompt.clone());
         let reused = common_prefix(&self.cache, &prompt);
         let reply = self
             .replies

@@ -1,0 +1,487 @@
+//! The agent loop: a model's reply reaches a tool, and the tool's result reaches the model.
+//!
+//! One turn is: render the conversation → generate (constrained per `tool_choice`) → parse the
+//! reply as it streams → check each call's policy → run the allowed calls (concurrently, bounded)
+//! in the sandbox, schema-validated by the registry → append each result as a tool message →
+//! generate again, until the model answers, the step limit is hit, a call is denied, the caller
+//! cancels, or the model keeps making invalid calls.
+//!
+//! Model mistakes never end a turn by themselves: an unknown tool, a malformed call, a schema
+//! violation or a tool's error goes back to the model as a tool result naming what was wrong;
+//! only after `max_retries` steps in a row without one successful call does the turn end.
+//! Tool output is untrusted: control sequences are stripped and it is capped
+//! ([`output::for_model`]); all untrusted text is rendered plain
+//! ([`corral_prompts::plain`]), so only the format's framing becomes special tokens.
+//!
+//! Every turn leaves the conversation consistent: each call that was appended has its result.
+
+pub mod events;
+pub mod output;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use corral_prompts::{
+    ControlTexts, Conversation, Format, Message, ParseErrorKind, ParseEvent, ParsedMessage,
+    ToolCall, ToolChoice,
+};
+use corral_tools::{CallError, Registry};
+
+use crate::engine::{Backend, CancelToken, GenerateRequest, Sampling, StopReason};
+pub use events::{Event, TurnStop};
+
+/// What happens when the model calls a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Run it.
+    Allow,
+    /// Ask the user (through the turn's approver), showing the exact arguments.
+    Ask,
+    /// Refuse it; the turn ends as `denied`.
+    Deny,
+}
+
+/// The user's policy: a decision per tool name, and one for the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// For tools not named in `tools`.
+    pub default: Decision,
+    /// Per tool.
+    pub tools: BTreeMap<String, Decision>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            default: Decision::Ask,
+            tools: BTreeMap::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// The decision for tool `name`.
+    pub fn decide(&self, name: &str) -> Decision {
+        self.tools.get(name).copied().unwrap_or(self.default)
+    }
+}
+
+/// How a turn runs.
+#[derive(Debug, Clone)]
+pub struct TurnOptions {
+    /// Generations per turn at most (default 8).
+    pub max_steps: usize,
+    /// Steps in a row without a successful call before the turn ends (default 2).
+    pub max_retries: usize,
+    /// Calls of one reply that run at once (default 4).
+    pub parallel: usize,
+    /// Cap on one tool result as the model reads it, in bytes (default 16 KiB).
+    pub result_bytes: usize,
+    /// Cap on the tokens of one generation (`None`: until the context is full).
+    pub max_tokens: Option<usize>,
+    /// Whether the model may, must, or must not call tools on the first step; later steps use
+    /// `auto` (or `none` when this is `none`), so a forced call cannot loop.
+    pub tool_choice: ToolChoice,
+    /// How tokens are picked.
+    pub sampling: Sampling,
+    /// Who decides about each call.
+    pub policy: Policy,
+    /// Stops the turn (between tokens, and before each step and each call).
+    pub cancel: CancelToken,
+}
+
+impl Default for TurnOptions {
+    fn default() -> Self {
+        TurnOptions {
+            max_steps: 8,
+            max_retries: 2,
+            parallel: 4,
+            result_bytes: 16 << 10,
+            max_tokens: Some(1024),
+            tool_choice: ToolChoice::Auto,
+            sampling: Sampling::default(),
+            policy: Policy::default(),
+            cancel: CancelToken::new(),
+        }
+    }
+}
+
+/// What a finished turn says about itself (also sent as [`Event::TurnFinished`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnOutcome {
+    /// Why it ended.
+    pub stop: TurnStop,
+    /// Generations run.
+    pub steps: usize,
+    /// The model's visible text of its last step.
+    pub answer: String,
+    /// Prompt tokens over all steps.
+    pub prompt_tokens: usize,
+    /// Of those, reused from the KV cache.
+    pub reused_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// For `denied` and `error`: what happened.
+    pub reason: Option<String>,
+}
+
+/// Decides an `ask` call: `true` runs it.
+pub type Approver<'a> = dyn FnMut(&ToolCall) -> bool + 'a;
+
+/// Runs turns of one conversation on one backend, format and registry.
+pub struct Agent<'a> {
+    backend: &'a mut dyn Backend,
+    format: &'a dyn Format,
+    registry: &'a Registry,
+    controls: ControlTexts,
+    next_call: usize,
+}
+
+impl<'a> Agent<'a> {
+    /// An agent over these parts. The conversation's tools must be (a subset of) `registry`'s
+    /// ([`prompt_tools`]).
+    pub fn new(
+        backend: &'a mut dyn Backend,
+        format: &'a dyn Format,
+        registry: &'a Registry,
+    ) -> Agent<'a> {
+        let controls = ControlTexts::new(backend.info().control_tokens.iter().cloned());
+        Agent {
+            backend,
+            format,
+            registry,
+            controls,
+            next_call: 0,
+        }
+    }
+
+    /// Runs one turn on `conversation` (which ends with the user's message), reporting through
+    /// `on_event`; `approve` decides calls whose policy is `ask`.
+    pub fn run_turn(
+        &mut self,
+        conversation: &mut Conversation,
+        options: &TurnOptions,
+        approve: &mut Approver<'_>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> TurnOutcome {
+        let started = Instant::now();
+        let mut outcome = TurnOutcome {
+            stop: TurnStop::Answered,
+            steps: 0,
+            answer: String::new(),
+            prompt_tokens: 0,
+            reused_tokens: 0,
+            generated_tokens: 0,
+            reason: None,
+        };
+        let end = |outcome: &mut TurnOutcome, stop, reason: Option<String>| {
+            outcome.stop = stop;
+            outcome.reason = reason;
+        };
+        let mut failed_steps = 0;
+        loop {
+            if options.cancel.is_cancelled() {
+                end(&mut outcome, TurnStop::Cancelled, None);
+                break;
+            }
+            if outcome.steps >= options.max_steps {
+                let reason = format!("the model still called tools after {} steps", outcome.steps);
+                end(&mut outcome, TurnStop::StepLimit, Some(reason));
+                break;
+            }
+            outcome.steps += 1;
+            let step = match self.step(conversation, options, outcome.steps, on_event) {
+                Ok(step) => step,
+                Err(reason) => {
+                    end(&mut outcome, TurnStop::Error, Some(reason));
+                    break;
+                }
+            };
+            outcome.prompt_tokens += step.prompt_tokens;
+            outcome.reused_tokens += step.reused_tokens;
+            outcome.generated_tokens += step.generated_tokens;
+            outcome.answer = step.parsed.content.clone();
+            if step.cancelled {
+                // A reply cut short keeps its text only when it holds no call without a result.
+                if step.parsed.tool_calls.is_empty() && step.parsed.errors.is_empty() {
+                    conversation
+                        .messages
+                        .push(Message::generated(step.generated));
+                }
+                end(&mut outcome, TurnStop::Cancelled, None);
+                break;
+            }
+            conversation
+                .messages
+                .push(Message::generated(step.generated.clone()));
+            if step.parsed.tool_calls.is_empty() && step.parsed.errors.is_empty() {
+                break;
+            }
+            let results = self.run_calls(&step.parsed, options, approve, on_event);
+            for r in &results {
+                conversation
+                    .messages
+                    .push(Message::tool_text(r.content.clone()));
+            }
+            if let Some(denied) = results.iter().find(|r| r.denied) {
+                let reason = format!("the call to `{}` was denied", denied.name);
+                end(&mut outcome, TurnStop::Denied, Some(reason));
+                break;
+            }
+            if results.iter().any(|r| r.ok) {
+                failed_steps = 0;
+            } else {
+                failed_steps += 1;
+                if failed_steps > options.max_retries {
+                    let last = results.last().map_or("", |r| r.content.as_str());
+                    let reason = format!(
+                        "the model made no valid call in {failed_steps} steps in a row; last: {}",
+                        output::cap(last, 300).0
+                    );
+                    end(&mut outcome, TurnStop::Error, Some(reason));
+                    break;
+                }
+            }
+        }
+        on_event(&Event::TurnFinished {
+            stop: outcome.stop,
+            steps: outcome.steps,
+            prompt_tokens: outcome.prompt_tokens,
+            reused_tokens: outcome.reused_tokens,
+            generated_tokens: outcome.generated_tokens,
+            seconds: started.elapsed().as_secs_f64(),
+            reason: outcome.reason.clone(),
+        });
+        outcome
+    }
+
+    /// One generation: render, generate while parsing, and return what the model wrote.
+    fn step(
+        &mut self,
+        conversation: &Conversation,
+        options: &TurnOptions,
+        step: usize,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Step, String> {
+        let choice = match (&options.tool_choice, step) {
+            (choice, 1) => choice.clone(),
+            (ToolChoice::None, _) => ToolChoice::None,
+            _ => ToolChoice::Auto,
+        };
+        let marked = conversation.plain_marked(&self.controls);
+        let prompt = self
+            .format
+            .render(&marked, true)
+            .map_err(|e| format!("cannot render the conversation: {e}"))?;
+        let constraint = self
+            .format
+            .constraint(conversation, &choice)
+            .map_err(|e| format!("cannot constrain tool calls: {e}"))?;
+        let request = GenerateRequest {
+            prompt,
+            max_tokens: options.max_tokens,
+            sampling: options.sampling.clone(),
+            stop_strings: Vec::new(),
+            stop_tokens: Vec::new(),
+            cancel: options.cancel.clone(),
+            constraint,
+        };
+        let mut parser = self.format.parser(conversation.tool_set());
+        let mut parsed = ParsedMessage::default();
+        let mut apply = |events: Vec<ParseEvent>, parsed: &mut ParsedMessage| {
+            for event in events {
+                if let ParseEvent::Text(delta) = &event {
+                    on_event(&Event::Text {
+                        delta: delta.clone(),
+                    });
+                }
+                parsed.apply(event);
+            }
+        };
+        let generation = self
+            .backend
+            .generate(&request, &mut |piece| {
+                apply(parser.push(piece), &mut parsed);
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+        let mut generated = generation.text.clone();
+        if let StopReason::EndOfGeneration(token) = &generation.stop {
+            generated.push_str(token);
+            apply(parser.push(token), &mut parsed);
+        }
+        apply(parser.finish(), &mut parsed);
+        Ok(Step {
+            generated,
+            parsed,
+            cancelled: generation.stop == StopReason::Cancelled,
+            prompt_tokens: generation.prompt_tokens,
+            reused_tokens: generation.reused_tokens,
+            generated_tokens: generation.generated_tokens,
+        })
+    }
+
+    /// Decides and runs the calls of one reply, then the parse errors; results in call order.
+    fn run_calls(
+        &mut self,
+        parsed: &ParsedMessage,
+        options: &TurnOptions,
+        approve: &mut Approver<'_>,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Vec<CallResult> {
+        let mut planned = Vec::new();
+        for call in &parsed.tool_calls {
+            self.next_call += 1;
+            let id = format!("call_{}", self.next_call);
+            on_event(&Event::ToolCall {
+                id: id.clone(),
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            });
+            let run = !options.cancel.is_cancelled()
+                && match options.policy.decide(&call.name) {
+                    Decision::Allow => true,
+                    Decision::Ask => approve(call),
+                    Decision::Deny => false,
+                };
+            planned.push((id, call, run));
+        }
+        let mut results: Vec<CallResult> = Vec::with_capacity(planned.len());
+        for chunk in planned.chunks(options.parallel.max(1)) {
+            let ran: Vec<CallResult> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(id, call, run)| {
+                        let registry = self.registry;
+                        let cancel = &options.cancel;
+                        let cap = options.result_bytes;
+                        scope.spawn(move || execute(registry, id, call, *run, cancel, cap))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .zip(chunk)
+                    .map(|(h, (id, call, _))| {
+                        h.join().unwrap_or_else(|_| CallResult {
+                            id: id.clone(),
+                            name: call.name.clone(),
+                            ok: false,
+                            denied: false,
+                            content: "error: the tool crashed".into(),
+                            seconds: 0.0,
+                        })
+                    })
+                    .collect()
+            });
+            results.extend(ran);
+        }
+        for error in &parsed.errors {
+            self.next_call += 1;
+            let hint = match &error.kind {
+                ParseErrorKind::UnknownTool { .. } => {
+                    let names: Vec<&str> = self
+                        .registry
+                        .specs()
+                        .map(|(s, _)| s.name.as_str())
+                        .collect();
+                    format!("; available tools: {}", names.join(", "))
+                }
+                _ => String::new(),
+            };
+            results.push(CallResult {
+                id: format!("call_{}", self.next_call),
+                name: String::new(),
+                ok: false,
+                denied: false,
+                content: format!("error: {error}{hint}"),
+                seconds: 0.0,
+            });
+        }
+        for r in &results {
+            on_event(&Event::ToolResult {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                ok: r.ok,
+                content: r.content.clone(),
+                seconds: r.seconds,
+            });
+        }
+        results
+    }
+}
+
+/// The tools of `registry` as the model is told about them, sorted by name; `only` keeps those
+/// named (all when `None`).
+pub fn prompt_tools(registry: &Registry, only: Option<&[String]>) -> Vec<corral_prompts::ToolSpec> {
+    registry
+        .specs()
+        .filter(|(spec, _)| only.is_none_or(|names| names.iter().any(|n| *n == spec.name)))
+        .map(|(spec, _)| {
+            corral_prompts::ToolSpec::new(
+                spec.name.clone(),
+                spec.description.clone(),
+                spec.input_schema.clone(),
+            )
+        })
+        .collect()
+}
+
+/// What one generation produced.
+struct Step {
+    generated: String,
+    parsed: ParsedMessage,
+    cancelled: bool,
+    prompt_tokens: usize,
+    reused_tokens: usize,
+    generated_tokens: usize,
+}
+
+/// One call's outcome, as the model and the events see it.
+struct CallResult {
+    id: String,
+    name: String,
+    ok: bool,
+    denied: bool,
+    content: String,
+    seconds: f64,
+}
+
+fn execute(
+    registry: &Registry,
+    id: &str,
+    call: &ToolCall,
+    run: bool,
+    cancel: &CancelToken,
+    cap: usize,
+) -> CallResult {
+    let result = |ok, denied, content: String, seconds| CallResult {
+        id: id.to_owned(),
+        name: call.name.clone(),
+        ok,
+        denied,
+        content,
+        seconds,
+    };
+    if cancel.is_cancelled() {
+        return result(false, false, "error: cancelled before it ran".into(), 0.0);
+    }
+    if !run {
+        let text = format!("error: the user denied this call to `{}`", call.name);
+        return result(false, true, text, 0.0);
+    }
+    let started = Instant::now();
+    let outcome = registry.call_value(&call.name, &call.arguments);
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(out) => result(true, false, output::for_model(&out, cap), seconds),
+        Err(CallError::Tool(msg)) => {
+            let text = output::cap(&corral_tools::sanitize::strip_control(&msg), cap).0;
+            result(false, false, format!("error: {text}"), seconds)
+        }
+        Err(CallError::Runtime(e)) => result(false, false, format!("error: {e}"), seconds),
+    }
+}
+
+#[cfg(test)]
+mod tests;
