@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Err(err) => return report_parse_error(&err),
     };
     match cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(cli::exit_code(&err))

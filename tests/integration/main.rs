@@ -9,5 +9,6 @@ mod model_pull;
 mod plain_text;
 mod prompt_cli;
 mod readme;
+mod run_cli;
 mod setup_script;
 mod tools_cli;

@@ -18,7 +18,7 @@ fn repo() -> PathBuf {
 }
 
 /// Builtin plugins laid out by the real build script, once per test binary.
-fn builtins() -> &'static Path {
+pub(crate) fn builtins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         // Next to the binary under test, reused by later runs (the script replaces each plugin
@@ -47,18 +47,18 @@ fn builtins() -> &'static Path {
 }
 
 /// A throwaway corral home.
-struct Home {
+pub(crate) struct Home {
     dir: TempDir,
 }
 
 impl Home {
-    fn new() -> Home {
+    pub(crate) fn new() -> Home {
         Home {
             dir: TempDir::new().unwrap(),
         }
     }
 
-    fn corral(&self, args: &[&str]) -> Output {
+    pub(crate) fn corral(&self, args: &[&str]) -> Output {
         Command::new(corral_bin())
             .args(args)
             .env("CORRAL_HOME", self.dir.path())

@@ -28,7 +28,11 @@ use corral_prompts::{
 };
 use corral_tools::{CallError, Registry};
 
-use crate::engine::{Backend, CancelToken, GenerateRequest, Sampling, StopReason};
+use corral_prompts::hermes::Hermes;
+use corral_prompts::llama31::{Llama31, Style};
+use corral_prompts::FormatKind;
+
+use crate::engine::{Backend, CancelToken, GenerateRequest, ModelInfo, Sampling, StopReason};
 pub use events::{Event, TurnStop};
 
 /// What happens when the model calls a tool.
@@ -411,12 +415,46 @@ impl<'a> Agent<'a> {
     }
 }
 
+/// The prompt format of the loaded model, chosen once from its GGUF chat template
+/// ([`corral_prompts::detect`]): Llama 3.x headers or ChatML (Hermes-style calls).
+///
+/// # Errors
+/// A model with no template, or one of neither family: the message names what it has.
+pub fn format_for_model(info: &ModelInfo) -> Result<Box<dyn Format + Send + Sync>, String> {
+    let Some(template) = info.chat_template.as_deref() else {
+        return Err(format!(
+            "model {} has no chat template, so corral cannot tell how it calls tools \
+             (use a Llama 3.x or ChatML instruct model)",
+            info.name
+        ));
+    };
+    match corral_prompts::detect(template) {
+        Some(FormatKind::Llama3) => Ok(Box::new(Llama31::new(Style::Template))),
+        Some(FormatKind::ChatMl) => Hermes::new(template, "", "<|im_end|>")
+            .map(|h| Box::new(h) as Box<dyn Format + Send + Sync>)
+            .map_err(|e| {
+                format!(
+                    "model {}: its ChatML template does not compile: {e}",
+                    info.name
+                )
+            }),
+        None => {
+            let head: String = template.chars().take(80).collect();
+            Err(format!(
+                "model {}'s chat template is neither Llama 3.x nor ChatML, so corral cannot tell \
+                 how it calls tools (it starts: {head:?})",
+                info.name
+            ))
+        }
+    }
+}
+
 /// The tools of `registry` as the model is told about them, sorted by name; `only` keeps those
 /// named (all when `None`).
 pub fn prompt_tools(registry: &Registry, only: Option<&[String]>) -> Vec<corral_prompts::ToolSpec> {
     registry
         .specs()
-        .filter(|(spec, _)| only.is_none_or(|names| names.iter().any(|n| *n == spec.name)))
+        .filter(|(spec, _)| only.is_none_or(|names| names.contains(&spec.name)))
         .map(|(spec, _)| {
             corral_prompts::ToolSpec::new(
                 spec.name.clone(),

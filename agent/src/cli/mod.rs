@@ -9,6 +9,7 @@ pub mod escapes;
 mod generate;
 mod model;
 pub mod prompt;
+mod run;
 mod session;
 pub mod stdin;
 pub mod tools;
@@ -138,6 +139,8 @@ pub enum Command {
     /// Install, list, remove and call sandboxed tool plugins.
     #[command(subcommand)]
     Tools(tools::ToolsCommand),
+    /// Run one task with tools, non-interactively, and print the answer.
+    Run(run::RunArgs),
 }
 
 impl Default for Command {
@@ -192,13 +195,16 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 /// Runs the parsed command line.
 ///
 /// # Errors
-/// Whatever the subcommand reports; [`UsageError`]s mean exit code 2.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or_default() {
+/// Whatever the subcommand reports; [`UsageError`]s mean exit code 2. On success, the exit
+/// code the command chose (`corral run` tells how its turn ended).
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let done = match cli.command.unwrap_or_default() {
         Command::Chat(args) => chat::run(&args, &cli.global),
         Command::Generate(args) => generate::run(&args, &cli.global),
         Command::Model(command) => model::run(command),
         Command::Prompt(command) => prompt::run(command, &cli.global),
         Command::Tools(command) => tools::run(command, &cli.global),
-    }
+        Command::Run(args) => return run::run(&args, &cli.global),
+    };
+    done.map(|()| 0)
 }

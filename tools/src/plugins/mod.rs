@@ -215,12 +215,38 @@ pub fn registry_with_env(
     sandbox: &Sandbox,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Registry, Vec<Error>), Error> {
+    load_registry(home, sandbox, env).map(|l| (l.registry, l.problems))
+}
+
+/// What [`load_registry`] found.
+pub struct LoadedRegistry {
+    /// Every loadable plugin's tools.
+    pub registry: Registry,
+    /// Names of the tools that builtin plugins provide (the agent allows them by default).
+    pub builtin_tools: Vec<String>,
+    /// Problems met on the way, to show the user.
+    pub problems: Vec<Error>,
+}
+
+/// [`registry_with_env`], also telling which tools come from builtin plugins.
+///
+/// # Errors
+/// As [`registry`].
+pub fn load_registry(
+    home: &Home,
+    sandbox: &Sandbox,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedRegistry, Error> {
     let grants = Grants::load(&home.grants)?;
     let (plugins, mut problems) = load_all(home, sandbox);
     check_unique(&plugins)?;
     let mut reg = Registry::new();
+    let mut builtin_tools = Vec::new();
     for p in plugins {
         let id = &p.manifest.id;
+        if p.builtin {
+            builtin_tools.extend(p.tools.iter().map(|t| t.name.clone()));
+        }
         let granted = match check_grant(id, &p.manifest.sha256, &grants, home) {
             Ok(()) => grants.plugins.get(id).cloned().unwrap_or_default(),
             Err(e) => {
@@ -242,7 +268,11 @@ pub fn registry_with_env(
                 .map_err(|e| Error::new(ErrorKind::Refused, format!("plugin `{id}`: {e}")))?;
         }
     }
-    Ok((reg, problems))
+    Ok(LoadedRegistry {
+        registry: reg,
+        builtin_tools,
+        problems,
+    })
 }
 
 /// The limits and rights one plugin's calls run with, its granted folders pinned now.

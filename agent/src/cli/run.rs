@@ -1,0 +1,190 @@
+//! `corral run "TASK"`: one task, non-interactively, with tools; the answer on stdout.
+//!
+//! With `--json`, stdout carries the turn's events as JSON Lines instead (one object per line,
+//! field `type`: `text`, `tool_call`, `tool_result`, `turn_finished`). Exit codes: 0 answered,
+//! 1 runtime error, 2 usage error, 3 step limit, 4 a tool was denied, 130 cancelled (Ctrl-C).
+//! Tools from builtin plugins are allowed; any other tool asks, on the terminal when stdin is
+//! one, else it is denied unless `--yes` approves it: piped input never blocks on a question.
+//! Decoding is greedy unless `--temperature` is given, so a scripted run is reproducible.
+
+use std::io::{IsTerminal, Write};
+
+use clap::Args;
+use corral_prompts::{Conversation, Message, ToolCall, ToolChoice};
+use corral_tools::plugins;
+use corral_tools::sanitize::strip_control;
+
+use super::tools::{home, sandbox, tools_error, warn_all};
+use super::{session, GlobalOpts, UsageError};
+use crate::agent::{
+    format_for_model, prompt_tools, Agent, Decision, Event, Policy, TurnOptions, TurnStop,
+};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task, as you would type it in the chat.
+    pub task: String,
+    /// Print the events as JSON Lines instead of the answer.
+    #[arg(long)]
+    pub json: bool,
+    /// Offer only these tools (comma-separated names; default: every installed tool).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    pub tools: Option<Vec<String>>,
+    /// auto (the model decides), none, required (some call first), or a tool's name.
+    #[arg(
+        long = "tool-choice",
+        default_value = "auto",
+        value_name = "auto|none|required|NAME"
+    )]
+    pub tool_choice: String,
+    /// Generations at most before the turn ends with exit code 3.
+    #[arg(long = "max-steps", default_value_t = 8, value_name = "N")]
+    pub max_steps: usize,
+    /// Approve tools whose policy is to ask.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
+    if args.max_steps == 0 {
+        return Err(UsageError::new("--max-steps must be at least 1").into());
+    }
+    if args.task.trim().is_empty() {
+        return Err(UsageError::new("the task is empty: corral run \"what to do\"").into());
+    }
+    let mut sampling = global.sampling()?;
+    if global.temperature.is_none() {
+        // Scripted runs are reproducible unless asked otherwise (and small models call tools
+        // far more reliably greedily).
+        sampling.temperature = 0.0;
+    }
+    let home = home()?;
+    let sandbox = sandbox(&home)?;
+    let loaded = plugins::load_registry(&home, &sandbox, &|name| std::env::var(name).ok())
+        .map_err(tools_error)?;
+    warn_all(&loaded.problems);
+    let registry = loaded.registry;
+    if let Some(names) = &args.tools {
+        if let Some(missing) = names.iter().find(|n| !registry.contains(n)) {
+            let have: Vec<&str> = registry.specs().map(|(s, _)| s.name.as_str()).collect();
+            return Err(UsageError::new(format!(
+                "--tools: no tool named `{missing}` is installed (installed: {})",
+                if have.is_empty() {
+                    "none".to_owned()
+                } else {
+                    have.join(", ")
+                }
+            ))
+            .into());
+        }
+    }
+    let tools = prompt_tools(&registry, args.tools.as_deref());
+    let tool_choice = match args.tool_choice.as_str() {
+        "auto" => ToolChoice::Auto,
+        "none" => ToolChoice::None,
+        "required" => ToolChoice::Required,
+        name if tools.iter().any(|t| t.name == name) => ToolChoice::Named(name.to_owned()),
+        other => {
+            return Err(UsageError::new(format!(
+            "--tool-choice {other}: expected auto, none, required or the name of an offered tool"
+        ))
+            .into())
+        }
+    };
+    if tools.is_empty() && matches!(tool_choice, ToolChoice::Required | ToolChoice::Named(_)) {
+        return Err(UsageError::new(
+            "--tool-choice asks for a call, but no tool is offered (see `corral tools list`)",
+        )
+        .into());
+    }
+
+    let mut backend = session::open_backend(global)?;
+    let format = format_for_model(backend.info()).map_err(anyhow::Error::msg)?;
+    let cancel = session::cancel_on_ctrl_c();
+    let mut policy = Policy::default();
+    for name in &loaded.builtin_tools {
+        policy.tools.insert(name.clone(), Decision::Allow);
+    }
+    let options = TurnOptions {
+        max_steps: args.max_steps,
+        tool_choice,
+        sampling,
+        policy,
+        cancel,
+        ..TurnOptions::default()
+    };
+    let mut conversation = Conversation::new(vec![Message::user(args.task.clone())]);
+    if !tools.is_empty() {
+        conversation = conversation.with_tools(tools);
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let yes = args.yes;
+    let mut approve = |call: &ToolCall| yes || (interactive && ask(call));
+    let json = args.json;
+    let mut stdout = std::io::stdout().lock();
+    let mut on_event = |event: &Event| {
+        if json {
+            if let Ok(line) = serde_json::to_string(event) {
+                let _ = writeln!(stdout, "{line}");
+                let _ = stdout.flush();
+            }
+            return;
+        }
+        match event {
+            Event::Text { delta } => {
+                let _ = stdout.write_all(strip_control(delta).as_bytes());
+                let _ = stdout.flush();
+            }
+            Event::ToolCall { .. } => {}
+            Event::ToolResult {
+                name,
+                ok,
+                content,
+                seconds,
+                ..
+            } => eprintln!("{}", tool_line(name, *ok, content, *seconds)),
+            Event::TurnFinished { .. } => {
+                let _ = writeln!(stdout);
+            }
+        }
+    };
+    let outcome = {
+        let mut agent = Agent::new(backend.as_mut(), format.as_ref(), &registry);
+        agent.run_turn(&mut conversation, &options, &mut approve, &mut on_event)
+    };
+    if !json {
+        if let Some(reason) = &outcome.reason {
+            eprintln!("error: {}", strip_control(reason));
+        }
+    }
+    Ok(match outcome.stop {
+        TurnStop::Answered => 0,
+        TurnStop::Error => 1,
+        TurnStop::StepLimit => 3,
+        TurnStop::Denied => 4,
+        TurnStop::Cancelled => 130,
+    })
+}
+
+/// One line per call for people: name, short result or error, duration.
+fn tool_line(name: &str, ok: bool, content: &str, seconds: f64) -> String {
+    let shown: String = strip_control(content)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let short = crate::agent::output::cap(&shown, 120).0;
+    let mark = if ok { "→" } else { "✗" };
+    let name = if name.is_empty() { "(bad call)" } else { name };
+    format!("[tool] {name} {mark} {short} ({:.0} ms)", seconds * 1000.0)
+}
+
+/// Asks on the terminal whether `call` may run, showing its exact arguments.
+fn ask(call: &ToolCall) -> bool {
+    eprint!(
+        "allow {} {}? [y/N] ",
+        strip_control(&call.name),
+        strip_control(&call.arguments.to_string())
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
+}
