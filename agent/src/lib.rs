@@ -10,7 +10,6 @@
 //! `corral-prompts`. Only this crate builds llama.cpp, and only with the `llama` feature.
 
 pub mod agent;
-pub mod chat_template;
 pub mod cli;
 pub mod engine;
 pub mod model;

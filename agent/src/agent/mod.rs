@@ -170,6 +170,13 @@ impl<'a> Agent<'a> {
         on_event: &mut dyn FnMut(&Event),
     ) -> TurnOutcome {
         let started = Instant::now();
+        // Ids stay unique in the conversation even across agents: one per result so far.
+        let results_so_far = conversation
+            .messages
+            .iter()
+            .filter(|m| matches!(m, Message::Tool { .. }))
+            .count();
+        self.next_call = self.next_call.max(results_so_far);
         let mut outcome = TurnOutcome {
             stop: TurnStop::Answered,
             steps: 0,

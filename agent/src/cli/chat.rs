@@ -1,19 +1,26 @@
-//! `corral` / `corral chat`: a minimal chat through the model's own chat template.
+//! `corral` / `corral chat`: a chat with the agent, tools included.
 //!
-//! This is the first runnable product; the full REPL with tools arrives with the agent loop.
+//! Each line is one agent turn ([`crate::agent`]): the model's text streams to stdout, and each
+//! tool call shows on one line on stderr (name, short result or error, duration). Tools from
+//! builtin plugins run; other installed tools ask first on a terminal and are refused when the
+//! input is not one. Plugins that need a folder are offered once one is granted (`files`). The prompt format is the model's own ([`format_for_model`]). The full REPL
+//! (sessions, commands, memory) builds on this.
 
-use std::io::Write;
-use std::ops::ControlFlow;
+use std::io::{IsTerminal, Write};
 
 use clap::Args;
-use corral_prompts::ControlTexts;
+use corral_prompts::{Conversation, Format, Message, Role};
+use corral_tools::plugins;
+use corral_tools::sanitize::strip_control;
 use rustyline::error::ReadlineError;
 
-use super::generate::stats_json;
-use super::session;
-use super::GlobalOpts;
-use crate::chat_template::{ChatMessage, ChatTemplate};
-use crate::engine::{Backend, GenerateRequest, StopReason};
+use super::run::{ask, default_tools, tool_line};
+use super::tools::{home, sandbox, tools_error, warn_all};
+use super::{session, GlobalOpts};
+use crate::agent::{
+    format_for_model, prompt_tools, Agent, Decision, Event, Policy, TurnOptions, TurnStop,
+};
+use crate::engine::Backend;
 
 /// Arguments of `corral chat`.
 #[derive(Debug, Default, Args)]
@@ -22,6 +29,9 @@ pub struct ChatArgs {
     /// answer's), speeds and stop reason to stderr as one JSON line, like `generate --stats`.
     #[arg(long)]
     pub stats: bool,
+    /// Chat without tools.
+    #[arg(long = "no-tools")]
+    pub no_tools: bool,
 }
 
 /// Where the chat's lines come from: the line editor on a terminal; plain lines from a pipe or a
@@ -70,21 +80,56 @@ impl Input {
 /// Bad flags, model loading failures or a broken terminal.
 pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let sampling = global.sampling()?;
+    let (registry, builtin_tools, offered) = if args.no_tools {
+        (corral_tools::Registry::new(), Vec::new(), Vec::new())
+    } else {
+        let home = home()?;
+        let sandbox = sandbox(&home)?;
+        let loaded = plugins::load_registry(&home, &sandbox, &|name| std::env::var(name).ok())
+            .map_err(tools_error)?;
+        warn_all(&loaded.problems);
+        let offered = default_tools(&loaded.registry, &loaded.idle_tools);
+        (loaded.registry, loaded.builtin_tools, offered)
+    };
     let mut backend = session::open_backend(global)?;
-    let template = ChatTemplate::for_model(backend.info())?;
-    let cancel = session::cancel_on_ctrl_c();
-    let mut input = Input::new()?;
-    let mut history: Vec<ChatMessage> = Vec::new();
-    // What the user types stays plain text: typing `<|im_start|>` opens no turn.
-    let controls = ControlTexts::new(backend.info().control_tokens.iter().cloned());
+    let format = format_for_model(backend.info()).map_err(anyhow::Error::msg)?;
+    let tools = prompt_tools(&registry, Some(&offered));
+    let fresh = || {
+        let c = Conversation::new(Vec::new());
+        if tools.is_empty() {
+            c
+        } else {
+            c.with_tools(tools.clone())
+        }
+    };
+    let mut conversation = fresh();
+    let mut policy = Policy::default();
+    for name in &builtin_tools {
+        policy.tools.insert(name.clone(), Decision::Allow);
+    }
     // One answer may take at most a quarter of the window (and 1024 tokens), so a rambling
     // reply cannot crowd out the conversation.
     let reply_budget = (backend.info().context_tokens / 4).clamp(16, 1024);
+    let options = TurnOptions {
+        max_tokens: Some(reply_budget),
+        sampling,
+        policy,
+        cancel: session::cancel_on_ctrl_c(),
+        ..TurnOptions::default()
+    };
+    let mut input = Input::new()?;
+    let interactive = std::io::stdin().is_terminal();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
     eprintln!(
-        "corral chat with {} ({} tokens of context). /reset clears, /exit or Ctrl-D quits; \
-         Ctrl-C stops an answer.",
+        "corral chat with {} ({} tokens of context; tools: {}). /reset clears, /exit or Ctrl-D \
+         quits; Ctrl-C stops an answer.",
         backend.info().name,
-        backend.info().context_tokens
+        backend.info().context_tokens,
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
     );
     loop {
         let line = match input.read_line() {
@@ -98,85 +143,101 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             "" => continue,
             "/exit" | "/quit" => break,
             "/reset" => {
-                history.clear();
+                conversation = fresh();
                 eprintln!("(conversation cleared)");
                 continue;
             }
             _ => {}
         }
         input.remember(text);
-        history.push(ChatMessage::new("user", &controls.mark(text)));
-        let prompt = match fit_prompt(&template, &mut history, backend.as_mut(), reply_budget) {
-            Ok(prompt) => prompt,
-            Err(e) => {
-                history.pop();
-                eprintln!("error: {e}");
-                continue;
-            }
-        };
-        cancel.reset();
-        let request = GenerateRequest {
-            prompt,
-            max_tokens: Some(reply_budget),
-            sampling: sampling.clone(),
-            stop_strings: template.stop_strings(),
-            stop_tokens: Vec::new(),
-            cancel: cancel.clone(),
-            constraint: None,
-        };
+        let kept = conversation.messages.len();
+        conversation.messages.push(Message::user(text));
+        if let Err(e) = fit(
+            format.as_ref(),
+            &mut conversation,
+            backend.as_mut(),
+            reply_budget,
+        ) {
+            conversation.messages.truncate(kept);
+            eprintln!("error: {e}");
+            continue;
+        }
+        options.cancel.reset();
         let mut stdout = std::io::stdout().lock();
-        let result = backend.generate(&request, &mut |piece| {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
-            ControlFlow::Continue(())
-        });
-        writeln!(stdout)?;
-        match result {
-            Ok(generation) => {
-                if generation.stop == StopReason::MaxTokens {
-                    eprintln!("(answer cut at {reply_budget} tokens)");
-                }
-                if args.stats {
-                    eprintln!("{}", stats_json(&generation));
-                }
-                let answer = controls.mark(generation.text.trim()).into_owned();
-                history.push(ChatMessage::new("assistant", &answer));
+        let stats = args.stats;
+        let mut on_event = |event: &Event| match event {
+            Event::Text { delta } => {
+                let _ = stdout.write_all(strip_control(delta).as_bytes());
+                let _ = stdout.flush();
             }
-            Err(e) => {
-                // Keep the user's message out of the history so the next turn still fits.
-                history.pop();
-                eprintln!("error: {e}");
+            Event::ToolCall { .. } => {}
+            Event::ToolResult {
+                name,
+                ok,
+                content,
+                seconds,
+                ..
+            } => eprintln!("{}", tool_line(name, *ok, content, *seconds)),
+            Event::TurnFinished { .. } => {
+                let _ = writeln!(stdout);
+                if stats {
+                    if let Ok(line) = serde_json::to_string(event) {
+                        eprintln!("{line}");
+                    }
+                }
             }
+        };
+        let mut approve = |call: &corral_prompts::ToolCall| interactive && ask(call);
+        let outcome = Agent::new(backend.as_mut(), format.as_ref(), &registry).run_turn(
+            &mut conversation,
+            &options,
+            &mut approve,
+            &mut on_event,
+        );
+        match outcome.stop {
+            TurnStop::Answered | TurnStop::Cancelled => {}
+            TurnStop::Error if outcome.steps <= 1 && conversation.messages.len() == kept + 1 => {
+                // Nothing was generated: keep the user's message out so the next turn fits.
+                conversation.messages.truncate(kept);
+                eprintln!("error: {}", outcome.reason.unwrap_or_default());
+            }
+            _ => eprintln!("({})", strip_control(&outcome.reason.unwrap_or_default())),
         }
     }
     Ok(())
 }
 
-/// Renders the conversation, dropping the oldest exchanges until the prompt plus a reply of
-/// `reply_budget` tokens fits in the context window. The newest user message is always kept.
+/// Drops the oldest exchanges (a user message and all that answered it) until the prompt plus
+/// a reply of `reply_budget` tokens fits the context window. The newest user message stays.
 ///
 /// # Errors
-/// The template fails, or the newest message alone does not fit.
-fn fit_prompt(
-    template: &ChatTemplate,
-    history: &mut Vec<ChatMessage>,
+/// The conversation cannot be rendered, or the newest message alone does not fit.
+fn fit(
+    format: &dyn Format,
+    conversation: &mut Conversation,
     backend: &mut dyn Backend,
     reply_budget: usize,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<()> {
     let window = backend.info().context_tokens;
     loop {
-        let prompt = template.render(history, true)?;
+        let prompt = format.render(conversation, true)?;
         let tokens = backend.tokenize(&prompt, true)?.len();
         if tokens + reply_budget <= window {
-            return Ok(prompt);
+            return Ok(());
         }
-        if history.len() <= 1 {
+        let users: Vec<usize> = conversation
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role() == Role::User)
+            .map(|(i, _)| i)
+            .collect();
+        let [first, second, ..] = users[..] else {
             anyhow::bail!(
                 "the message is {tokens} tokens; with room for the answer it does not fit in the \
                  {window}-token context: shorten it or raise --ctx"
             );
-        }
-        // Drop the oldest message (whole turns go first: user, then its answer).
-        history.remove(0);
+        };
+        conversation.messages.drain(first..second);
     }
 }

@@ -3,7 +3,9 @@
 //! With `--json`, stdout carries the turn's events as JSON Lines instead (one object per line,
 //! field `type`: `text`, `tool_call`, `tool_result`, `turn_finished`). Exit codes: 0 answered,
 //! 1 runtime error, 2 usage error, 3 step limit, 4 a tool was denied, 130 cancelled (Ctrl-C).
-//! Tools from builtin plugins are allowed; any other tool asks, on the terminal when stdin is
+//! Without `--tools`, every installed tool is offered except those of plugins that need a folder
+//! and were granted none (`files` until a workspace is granted). Tools from builtin plugins are
+//! allowed; any other tool asks, on the terminal when stdin is
 //! one, else it is denied unless `--yes` approves it: piped input never blocks on a question.
 //! Decoding is greedy unless `--temperature` is given, so a scripted run is reproducible.
 
@@ -78,7 +80,11 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
             .into());
         }
     }
-    let tools = prompt_tools(&registry, args.tools.as_deref());
+    let offered = args
+        .tools
+        .clone()
+        .unwrap_or_else(|| default_tools(&registry, &loaded.idle_tools));
+    let tools = prompt_tools(&registry, Some(&offered));
     let tool_choice = match args.tool_choice.as_str() {
         "auto" => ToolChoice::Auto,
         "none" => ToolChoice::None,
@@ -166,8 +172,18 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
     })
 }
 
+/// The tools offered when none are named: all, except those of plugins that need a folder
+/// and were granted none (`files` before a workspace is granted).
+pub(super) fn default_tools(registry: &corral_tools::Registry, idle: &[String]) -> Vec<String> {
+    registry
+        .specs()
+        .map(|(s, _)| s.name.clone())
+        .filter(|n| !idle.contains(n))
+        .collect()
+}
+
 /// One line per call for people: name, short result or error, duration.
-fn tool_line(name: &str, ok: bool, content: &str, seconds: f64) -> String {
+pub(super) fn tool_line(name: &str, ok: bool, content: &str, seconds: f64) -> String {
     let shown: String = strip_control(content)
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -179,7 +195,7 @@ fn tool_line(name: &str, ok: bool, content: &str, seconds: f64) -> String {
 }
 
 /// Asks on the terminal whether `call` may run, showing its exact arguments.
-fn ask(call: &ToolCall) -> bool {
+pub(super) fn ask(call: &ToolCall) -> bool {
     eprint!(
         "allow {} {}? [y/N] ",
         strip_control(&call.name),

@@ -224,6 +224,9 @@ pub struct LoadedRegistry {
     pub registry: Registry,
     /// Names of the tools that builtin plugins provide (the agent allows them by default).
     pub builtin_tools: Vec<String>,
+    /// Names of the tools of plugins that ask for folders but were granted none (such as
+    /// `files` before a workspace is granted): registered, but not worth offering by default.
+    pub idle_tools: Vec<String>,
     /// Problems met on the way, to show the user.
     pub problems: Vec<Error>,
 }
@@ -242,6 +245,7 @@ pub fn load_registry(
     check_unique(&plugins)?;
     let mut reg = Registry::new();
     let mut builtin_tools = Vec::new();
+    let mut idle_tools = Vec::new();
     for p in plugins {
         let id = &p.manifest.id;
         if p.builtin {
@@ -261,6 +265,9 @@ pub fn load_registry(
                 call_context(&p.manifest, &Grant::default(), env)?
             }
         };
+        if !p.manifest.capabilities.dirs.is_empty() && context.dirs().is_empty() {
+            idle_tools.extend(p.tools.iter().map(|t| t.name.clone()));
+        }
         let context = Arc::new(context);
         for spec in p.tools {
             let tool = Arc::new(WasmTool::new(spec, p.plugin.clone(), context.clone()));
@@ -271,6 +278,7 @@ pub fn load_registry(
     Ok(LoadedRegistry {
         registry: reg,
         builtin_tools,
+        idle_tools,
         problems,
     })
 }
