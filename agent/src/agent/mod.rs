@@ -197,7 +197,10 @@ impl<'a> Agent<'a> {
                 break;
             }
             if outcome.steps >= options.max_steps {
-                let reason = format!("the model still called tools after {} steps", outcome.steps);
+                let reason = format!(
+                    "the model was still calling tools when the step limit ({}) was reached",
+                    outcome.steps
+                );
                 end(&mut outcome, TurnStop::StepLimit, Some(reason));
                 break;
             }
