@@ -139,7 +139,7 @@ impl Conversation {
                 Message::System { content } | Message::User { content } => {
                     controls.mark_string(content);
                 }
-                Message::Tool { content } => match content {
+                Message::Tool { content, .. } => match content {
                     ToolOutput::Text(t) => controls.mark_string(t),
                     ToolOutput::Json(v) => controls.mark_value(v),
                 },
@@ -303,9 +303,11 @@ mod tests {
                 Message::Assistant { generated, .. } => opens(generated.as_deref().unwrap()),
                 Message::Tool {
                     content: ToolOutput::Text(t),
+                    ..
                 } => opens(t),
                 Message::Tool {
                     content: ToolOutput::Json(v),
+                    ..
                 } => opens(&v.to_string()),
                 Message::System { .. } => unreachable!(),
             })

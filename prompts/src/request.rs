@@ -205,6 +205,10 @@ fn message(index: usize, value: &Value) -> Result<Message, RequestError> {
                 Value::String(text) => ToolOutput::Text(text.clone()),
                 other => ToolOutput::Json(other.clone()),
             },
+            call_id: object
+                .get("tool_call_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         },
         Role::Assistant => {
             let tool_calls = match object.get("tool_calls") {

@@ -1,13 +1,13 @@
 //! Conversation types shared by every format: messages, tool specs, tool calls, builtin tools.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Who speaks a message.
 ///
 /// Llama 3.1 calls the tool-result role `ipython`; OpenAI calls it `tool`. Both parse to
 /// [`Role::Tool`], which each format renders under its own name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions that frame the conversation.
@@ -34,8 +34,12 @@ impl Role {
 }
 
 /// A call of one tool: its name and its arguments (a JSON object, in the order given).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
+    /// The call's id, unique in its conversation (OpenAI's `tool_call_id`); the agent assigns
+    /// it, the parser leaves it `None` (no format makes the model write one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The tool's name, e.g. `get_weather`, `brave_search`, `math.factorial`.
     pub name: String,
     /// Arguments by name. Always a JSON object for calls the parser produces.
@@ -46,6 +50,7 @@ impl ToolCall {
     /// A call with the given name and arguments.
     pub fn new(name: impl Into<String>, arguments: Value) -> ToolCall {
         ToolCall {
+            id: None,
             name: name.into(),
             arguments,
         }
@@ -53,7 +58,8 @@ impl ToolCall {
 }
 
 /// The content of a tool result: plain text, or a JSON value the tool returned.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
 pub enum ToolOutput {
     /// Text, as the tool printed it.
     Text(String),
@@ -61,8 +67,10 @@ pub enum ToolOutput {
     Json(Value),
 }
 
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq)]
+/// One message of a conversation. Serialized with its role as the tag (`{"role": "user",
+/// "content": …}`), so conversations can be saved and read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
 pub enum Message {
     /// A system message.
     System {
@@ -79,16 +87,21 @@ pub enum Message {
         /// Visible text (formats that cannot show text beside calls drop it when there are calls).
         content: String,
         /// Tool calls, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<ToolCall>,
         /// The exact text the model generated for this turn, stop token included when it produced
         /// one. When present it is rendered verbatim instead of `content`/`tool_calls`, so the
         /// prompt stays byte-identical to what the model saw and its KV cache stays valid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         generated: Option<String>,
     },
     /// The result of a tool call.
     Tool {
         /// What the tool returned.
         content: ToolOutput,
+        /// The id of the call this answers, when the call had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
     },
 }
 
@@ -138,6 +151,7 @@ impl Message {
     pub fn tool_text(content: impl Into<String>) -> Message {
         Message::Tool {
             content: ToolOutput::Text(content.into()),
+            call_id: None,
         }
     }
 
@@ -145,6 +159,7 @@ impl Message {
     pub fn tool_json(content: Value) -> Message {
         Message::Tool {
             content: ToolOutput::Json(content),
+            call_id: None,
         }
     }
 
@@ -160,11 +175,12 @@ impl Message {
 }
 
 /// A custom tool the model may call: name, description and a JSON Schema for its arguments.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolSpec {
     /// Name the model calls it by.
     pub name: String,
     /// What it does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of the arguments object (`{"type": "object", "properties": …}`).
     pub parameters: Value,
@@ -207,7 +223,7 @@ impl ToolSpec {
 
 /// Llama 3.1's builtin tools, which it calls with `<|python_tag|>name.call(...)` (or raw code for
 /// the interpreter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BuiltinTool {
     /// Web search: `brave_search.call(query="…")`.
@@ -244,14 +260,16 @@ impl BuiltinTool {
 }
 
 /// A conversation and the tools offered in it.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Conversation {
     /// Messages in order.
     pub messages: Vec<Message>,
     /// Custom tools. `Some(vec![])` differs from `None` in Llama 3.1 (it still announces the
     /// `ipython` environment), as in the official template.
+    #[serde(default)]
     pub tools: Option<Vec<ToolSpec>>,
     /// Builtin tools. As with `tools`, `Some(vec![])` is not `None`.
+    #[serde(default)]
     pub builtin_tools: Option<Vec<BuiltinTool>>,
 }
 

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use corral_prompts::{
     ControlTexts, Conversation, Format, Message, ParseErrorKind, ParseEvent, ParsedMessage,
-    ToolCall, ToolChoice,
+    ToolCall, ToolChoice, ToolOutput,
 };
 use corral_tools::{CallError, Registry};
 
@@ -226,17 +226,27 @@ impl<'a> Agent<'a> {
                 end(&mut outcome, TurnStop::Cancelled, None);
                 break;
             }
-            conversation
-                .messages
-                .push(Message::generated(step.generated.clone()));
-            if step.parsed.tool_calls.is_empty() && step.parsed.errors.is_empty() {
+            let mut parsed = step.parsed;
+            for call in &mut parsed.tool_calls {
+                self.next_call += 1;
+                call.id = Some(format!("call_{}", self.next_call));
+            }
+            // Rendered from `generated` (what the model wrote, byte for byte); the parsed text
+            // and calls, with their ids, are kept for saved sessions and API clients.
+            conversation.messages.push(Message::Assistant {
+                content: parsed.content.clone(),
+                tool_calls: parsed.tool_calls.clone(),
+                generated: Some(step.generated),
+            });
+            if parsed.tool_calls.is_empty() && parsed.errors.is_empty() {
                 break;
             }
-            let results = self.run_calls(&step.parsed, options, approve, on_event);
+            let results = self.run_calls(&parsed, options, approve, on_event);
             for r in &results {
-                conversation
-                    .messages
-                    .push(Message::tool_text(r.content.clone()));
+                conversation.messages.push(Message::Tool {
+                    content: ToolOutput::Text(r.content.clone()),
+                    call_id: Some(r.id.clone()),
+                });
             }
             if let Some(denied) = results.iter().find(|r| r.denied) {
                 let reason = format!("the call to `{}` was denied", denied.name);
@@ -346,8 +356,7 @@ impl<'a> Agent<'a> {
     ) -> Vec<CallResult> {
         let mut planned = Vec::new();
         for call in &parsed.tool_calls {
-            self.next_call += 1;
-            let id = format!("call_{}", self.next_call);
+            let id = call.id.clone().unwrap_or_default();
             on_event(&Event::ToolCall {
                 id: id.clone(),
                 name: call.name.clone(),

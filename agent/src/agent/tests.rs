@@ -146,6 +146,7 @@ fn tool_messages(c: &Conversation) -> Vec<String> {
         .filter_map(|m| match m {
             Message::Tool {
                 content: ToolOutput::Text(t),
+                ..
             } => Some(t.clone()),
             _ => None,
         })
@@ -161,6 +162,17 @@ fn a_call_its_result_and_the_answer() {
     assert_eq!(r.outcome.stop, TurnStop::Answered);
     assert_eq!(r.outcome.steps, 2);
     assert_eq!(r.outcome.answer, "It is 42.");
+    // The call and its result carry the same id in the conversation, which survives JSON.
+    match &r.conversation.messages[1..3] {
+        [Message::Assistant { tool_calls, .. }, Message::Tool { call_id, .. }] => {
+            assert_eq!(tool_calls[0].id.as_deref(), Some("call_1"));
+            assert_eq!(call_id.as_deref(), Some("call_1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let saved = serde_json::to_string(&r.conversation).unwrap();
+    let back: Conversation = serde_json::from_str(&saved).unwrap();
+    assert_eq!(back, r.conversation);
     assert_eq!(results(&r.events), [("add".into(), true, "42".into())]);
     assert!(matches!(
         &r.events[0],

@@ -138,7 +138,7 @@ fn message_json(message: &Message) -> Value {
                 .collect();
             json!({"role": "assistant", "content": text, "tool_calls": calls})
         }
-        Message::Tool { content } => {
+        Message::Tool { content, .. } => {
             let text = match content {
                 ToolOutput::Text(text) => text.clone(),
                 ToolOutput::Json(Value::String(text)) => text.clone(),

@@ -137,7 +137,7 @@ fn render_message(
             out.push_str(&rendered.join("\n"));
             out.push_str(if tagged { EOM } else { EOT });
         }
-        Message::Tool { content } => {
+        Message::Tool { content, .. } => {
             header(out, "ipython");
             match content {
                 ToolOutput::Text(text) => out.push_str(text),

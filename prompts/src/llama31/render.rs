@@ -111,7 +111,7 @@ fn render_message(out: &mut String, message: &Message, builtins: Option<&[Builti
             out.push_str(&rendered.join("\n"));
             out.push_str(if builtins.is_some() { EOM } else { EOT });
         }
-        Message::Tool { content } => {
+        Message::Tool { content, .. } => {
             header(out, "ipython");
             match content {
                 // The template writes mappings and iterables (strings included) with `tojson`.

@@ -114,7 +114,10 @@ pub fn case() -> impl Strategy<Value = Case> {
                         Turn::User(t) => Message::user(t),
                         Turn::System(t) => Message::system(t),
                         Turn::Text(t) => Message::assistant(t),
-                        Turn::Result(output) => Message::Tool { content: output },
+                        Turn::Result(output) => Message::Tool {
+                            content: output,
+                            call_id: None,
+                        },
                         Turn::Call {
                             builtin,
                             index,

@@ -31,9 +31,11 @@ pub fn context(case: &Case) -> Value {
             }),
             Message::Tool {
                 content: ToolOutput::Text(text),
+                ..
             } => json!({"role": "tool", "content": text}),
             Message::Tool {
                 content: ToolOutput::Json(value),
+                ..
             } => json!({"role": "ipython", "content": value}),
         })
         .collect();
