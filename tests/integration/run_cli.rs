@@ -114,3 +114,36 @@ fn bad_flags_are_usage_errors_before_any_model_loads() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_tool_that_asks_is_denied_without_a_terminal_and_runs_with_yes() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let home = Home::new();
+    let src = tempfile::TempDir::new().unwrap();
+    let dir = crate::tools_cli::example_plugin(src.path());
+    let installed = home.corral(&["tools", "install", dir.to_str().unwrap()]);
+    assert!(installed.status.success(), "{installed:?}");
+    let task = [
+        "--json",
+        "--tools",
+        "word_count",
+        "--tool-choice",
+        "required",
+        "How many words are in: one two three",
+    ];
+    // An installed (not builtin) tool asks; stdin is not a terminal, so it is denied.
+    let (code, events, stderr) = run(&home, &task);
+    assert_eq!(code, 4, "{stderr}");
+    let results = of_type(&events, "tool_result");
+    assert!(!results.is_empty(), "{events:?}");
+    assert!(results.iter().all(|r| r["ok"] == false), "{results:?}");
+    assert!(results[0]["content"].as_str().unwrap().contains("denied"));
+    assert_eq!(of_type(&events, "turn_finished")[0]["stop"], "denied");
+
+    let mut approved = vec!["--yes"];
+    approved.extend_from_slice(&task);
+    let (code, events, stderr) = run(&home, &approved);
+    assert_eq!(code, 0, "{stderr}");
+    let results = of_type(&events, "tool_result");
+    assert!(results.iter().any(|r| r["ok"] == true), "{results:?}");
+}

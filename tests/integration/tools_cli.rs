@@ -196,7 +196,7 @@ fn files_works_only_inside_the_granted_workspace() {
 }
 
 /// Builds tools/examples/word-count from source and lays it out as an installable folder.
-fn example_plugin(dest: &Path) -> PathBuf {
+pub(crate) fn example_plugin(dest: &Path) -> PathBuf {
     let src = repo().join("tools/examples/word-count");
     let wasm = build_guest(&src, "word_count.wasm");
     let manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
