@@ -209,3 +209,21 @@ fn rendered_llama31_prompts_tokenize_to_single_special_tokens() {
     assert_eq!(count(128_000), 1, "one <|begin_of_text|>: {ids:?}");
     assert_eq!(ids[0], 128_000);
 }
+
+#[test]
+fn parse_with_a_model_uses_that_models_format() {
+    let model = corral_tests::default_model();
+    let reply = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n</tool_call><|im_end|>";
+    let (code, stdout, stderr) = corral(
+        &["prompt", "parse", "--model", model.to_str().unwrap()],
+        reply,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let parsed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(parsed["tool_calls"][0]["name"], "calculator", "{parsed}");
+    assert_eq!(parsed["stop"], "eot");
+    // Control: Llama 3.1's parser (no --model) reads the same text as plain content.
+    let (_, stdout, _) = corral(&["prompt", "parse"], reply);
+    let plain: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(plain["tool_calls"], json!([]), "{plain}");
+}

@@ -440,29 +440,33 @@ impl<'a> Agent<'a> {
 /// # Errors
 /// A model with no template, or one of neither family: the message names what it has.
 pub fn format_for_model(info: &ModelInfo) -> Result<Box<dyn Format + Send + Sync>, String> {
-    let Some(template) = info.chat_template.as_deref() else {
+    format_for_template(&info.name, info.chat_template.as_deref())
+}
+
+/// [`format_for_model`] for a model called `name` whose GGUF holds `template`.
+///
+/// # Errors
+/// As [`format_for_model`].
+pub fn format_for_template(
+    name: &str,
+    template: Option<&str>,
+) -> Result<Box<dyn Format + Send + Sync>, String> {
+    let Some(template) = template else {
         return Err(format!(
-            "model {} has no chat template, so corral cannot tell how it calls tools \
-             (use a Llama 3.x or ChatML instruct model)",
-            info.name
+            "model {name} has no chat template, so corral cannot tell how it calls tools \
+             (use a Llama 3.x or ChatML instruct model)"
         ));
     };
     match corral_prompts::detect(template) {
         Some(FormatKind::Llama3) => Ok(Box::new(Llama31::new(Style::Template))),
         Some(FormatKind::ChatMl) => Hermes::new(template, "", "<|im_end|>")
             .map(|h| Box::new(h) as Box<dyn Format + Send + Sync>)
-            .map_err(|e| {
-                format!(
-                    "model {}: its ChatML template does not compile: {e}",
-                    info.name
-                )
-            }),
+            .map_err(|e| format!("model {}: its ChatML template does not compile: {e}", name)),
         None => {
             let head: String = template.chars().take(80).collect();
             Err(format!(
-                "model {}'s chat template is neither Llama 3.x nor ChatML, so corral cannot tell \
-                 how it calls tools (it starts: {head:?})",
-                info.name
+                "model {name}'s chat template is neither Llama 3.x nor ChatML, so corral cannot \
+                 tell how it calls tools (it starts: {head:?})"
             ))
         }
     }

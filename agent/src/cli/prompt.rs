@@ -12,6 +12,8 @@ use corral_prompts::{parse_all, Format, ToolSet};
 
 use super::stdin::read_stdin;
 use super::{GlobalOpts, UsageError};
+use crate::agent::format_for_template;
+use crate::model::gguf;
 
 /// Subcommands of `corral prompt`.
 #[derive(Debug, Subcommand)]
@@ -22,7 +24,9 @@ pub enum PromptCommand {
     /// "tools_in_user_message": true, "style": "template"|"meta", "tool_prompt":
     /// "json"|"function_tag", "add_generation_prompt": true}. No model needed.
     Render,
-    /// Parse raw model output on stdin into content, tool calls, stop kind and errors (JSON).
+    /// Parse raw model output on stdin into content, tool calls, stop kind and errors (JSON),
+    /// in Llama 3.1's format, or with `--model GGUF` in that model's format (Llama 3.x or
+    /// ChatML/Hermes, from its chat template).
     Parse {
         /// JSON array of the tools offered (OpenAI tool objects, or builtin tool names); without
         /// it any tool name is accepted where a call is unambiguous.
@@ -41,7 +45,7 @@ pub enum PromptCommand {
 pub fn run(command: PromptCommand, global: &GlobalOpts) -> anyhow::Result<()> {
     match command {
         PromptCommand::Render => render(),
-        PromptCommand::Parse { tools } => parse(tools.as_deref()),
+        PromptCommand::Parse { tools } => parse(tools.as_deref(), global.model.as_deref()),
         PromptCommand::Tokens => tokens(global.model.as_deref()),
     }
 }
@@ -63,7 +67,20 @@ fn render() -> anyhow::Result<()> {
     write_stdout(&text)
 }
 
-fn parse(tools: Option<&Path>) -> anyhow::Result<()> {
+fn parse(tools: Option<&Path>, model: Option<&Path>) -> anyhow::Result<()> {
+    let format: Box<dyn Format> = match model {
+        None => Box::new(Llama31::new(Style::Template)),
+        Some(path) => {
+            if !path.is_file() {
+                let shown = path.display();
+                return Err(UsageError::new(format!("--model {shown}: no such file")).into());
+            }
+            let summary =
+                gguf::inspect(path).with_context(|| format!("cannot read {}", path.display()))?;
+            format_for_template(&summary.name, summary.chat_template.as_deref())
+                .map_err(UsageError::new)?
+        }
+    };
     let tool_set = match tools {
         None => ToolSet::permissive(),
         Some(path) => {
@@ -75,7 +92,7 @@ fn parse(tools: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     let output = read_stdin("the model output")?;
-    let parsed = parse_all(Llama31::new(Style::Template).parser(tool_set), &output);
+    let parsed = parse_all(format.parser(tool_set), &output);
     let errors: Vec<serde_json::Value> = parsed
         .errors
         .iter()
