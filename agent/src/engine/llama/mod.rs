@@ -93,11 +93,7 @@ impl Vocab {
     /// Token ids of `text` (no BOS added); special tokens written as text are parsed, except
     /// between plain marks.
     pub fn tokenize(&self, text: &str) -> Vec<Token> {
-        let vocab = self.model.vocab();
-        corral_prompts::plain::segments(text)
-            .iter()
-            .flat_map(|seg| token_ids(&vocab, seg.text.as_bytes(), seg.special))
-            .collect()
+        prompt_token_ids(&self.model.vocab(), text)
     }
 
     /// The spellings of its control tokens ([`super::ModelInfo::control_tokens`]).
@@ -114,6 +110,15 @@ fn control_texts(vocab: &LlamaVocab<'_>) -> Vec<String> {
         .filter(|&t| vocab.is_control(t) || vocab.attr(t).contains(LlamaTokenAttr::Unknown))
         .filter_map(|t| vocab.text(t)?.to_str().ok().map(str::to_owned))
         .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Token ids of a prompt in `vocab` (no BOS added): special tokens written as text are parsed,
+/// except between plain marks ([`corral_prompts::plain::segments`]).
+fn prompt_token_ids(vocab: &LlamaVocab<'_>, prompt: &str) -> Vec<Token> {
+    corral_prompts::plain::segments(prompt)
+        .iter()
+        .flat_map(|seg| token_ids(vocab, seg.text.as_bytes(), seg.special))
         .collect()
 }
 

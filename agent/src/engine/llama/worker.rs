@@ -16,7 +16,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::constraint::{ConstraintTracker, Engage, GrammarFactory};
-use super::{token_ids, Command, Event};
+use super::{prompt_token_ids, token_ids, Command, Event};
 use crate::engine::options::{available_memory_bytes, choose_context};
 use crate::engine::{
     common_prefix, EngineError, EngineOptions, FlashAttention, GenerateRequest, Generation, KvType,
@@ -188,10 +188,7 @@ impl Session<'_> {
     fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
         let vocab = self.model.vocab();
         let mut tokens = if special {
-            corral_prompts::plain::segments(text)
-                .iter()
-                .flat_map(|seg| token_ids(&vocab, seg.text.as_bytes(), seg.special))
-                .collect()
+            prompt_token_ids(&vocab, text)
         } else {
             token_ids(
                 &vocab,
