@@ -34,7 +34,12 @@ pub const CLOSE: char = '\u{FDD1}';
 /// The spellings of a model's control tokens (those special-token parsing turns into control
 /// ids), matched longest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ControlTexts(Vec<String>);
+pub struct ControlTexts {
+    texts: Vec<String>,
+    /// The first bytes of `texts` (usually just `<`): every other position is skipped at once,
+    /// so marking a long text against hundreds of spellings stays a single cheap scan.
+    first_bytes: Vec<u8>,
+}
 
 impl ControlTexts {
     /// The set of these spellings (empty ones are dropped).
@@ -46,17 +51,27 @@ impl ControlTexts {
             .collect();
         v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         v.dedup();
-        ControlTexts(v)
+        let mut first_bytes: Vec<u8> = v.iter().map(|t| t.as_bytes()[0]).collect();
+        first_bytes.sort_unstable();
+        first_bytes.dedup();
+        ControlTexts {
+            texts: v,
+            first_bytes,
+        }
     }
 
     /// The spellings, longest first.
     pub fn texts(&self) -> &[String] {
-        &self.0
+        &self.texts
     }
 
     /// The longest spelling that `text` starts with.
     fn match_at<'a>(&'a self, text: &str) -> Option<&'a str> {
-        self.0
+        let first = *text.as_bytes().first()?;
+        if !self.first_bytes.contains(&first) {
+            return None;
+        }
+        self.texts
             .iter()
             .find(|t| text.starts_with(t.as_str()))
             .map(String::as_str)
