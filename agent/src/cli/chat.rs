@@ -6,20 +6,16 @@
 //! input is not one. Plugins that need a folder are offered once one is granted (`files`). The prompt format is the model's own ([`format_for_model`]). The full REPL
 //! (sessions, commands, memory) builds on this.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use clap::Args;
 use corral_prompts::{Conversation, Format, Message, Role};
-use corral_tools::plugins;
 use corral_tools::sanitize::strip_control;
 use rustyline::error::ReadlineError;
 
-use super::run::{ask, default_tools, tool_line};
-use super::tools::{home, sandbox, tools_error, warn_all};
+use super::run::{agent_tools, ask, show_event, AgentTools};
 use super::{session, GlobalOpts};
-use crate::agent::{
-    format_for_model, prompt_tools, Agent, Decision, Event, Policy, TurnOptions, TurnStop,
-};
+use crate::agent::{format_for_model, prompt_tools, Agent, Event, Policy, TurnOptions, TurnStop};
 use crate::engine::Backend;
 
 /// Arguments of `corral chat`.
@@ -80,16 +76,18 @@ impl Input {
 /// Bad flags, model loading failures or a broken terminal.
 pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let sampling = global.sampling()?;
-    let (registry, builtin_tools, offered) = if args.no_tools {
-        (corral_tools::Registry::new(), Vec::new(), Vec::new())
+    let AgentTools {
+        registry,
+        policy,
+        offered,
+    } = if args.no_tools {
+        AgentTools {
+            registry: corral_tools::Registry::new(),
+            policy: Policy::default(),
+            offered: Vec::new(),
+        }
     } else {
-        let home = home()?;
-        let sandbox = sandbox(&home)?;
-        let loaded = plugins::load_registry(&home, &sandbox, &|name| std::env::var(name).ok())
-            .map_err(tools_error)?;
-        warn_all(&loaded.problems);
-        let offered = default_tools(&loaded.registry, &loaded.idle_tools);
-        (loaded.registry, loaded.builtin_tools, offered)
+        agent_tools()?
     };
     let mut backend = session::open_backend(global)?;
     let format = format_for_model(backend.info()).map_err(anyhow::Error::msg)?;
@@ -103,10 +101,6 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
         }
     };
     let mut conversation = fresh();
-    let mut policy = Policy::default();
-    for name in &builtin_tools {
-        policy.tools.insert(name.clone(), Decision::Allow);
-    }
     // One answer may take at most a quarter of the window (and 1024 tokens), so a rambling
     // reply cannot crowd out the conversation.
     let reply_budget = (backend.info().context_tokens / 4).clamp(16, 1024);
@@ -165,25 +159,11 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
         options.cancel.reset();
         let mut stdout = std::io::stdout().lock();
         let stats = args.stats;
-        let mut on_event = |event: &Event| match event {
-            Event::Text { delta } => {
-                let _ = stdout.write_all(strip_control(delta).as_bytes());
-                let _ = stdout.flush();
-            }
-            Event::ToolCall { .. } => {}
-            Event::ToolResult {
-                name,
-                ok,
-                content,
-                seconds,
-                ..
-            } => eprintln!("{}", tool_line(name, *ok, content, *seconds)),
-            Event::TurnFinished { .. } => {
-                let _ = writeln!(stdout);
-                if stats {
-                    if let Ok(line) = serde_json::to_string(event) {
-                        eprintln!("{line}");
-                    }
+        let mut on_event = |event: &Event| {
+            show_event(&mut stdout, event);
+            if stats && matches!(event, Event::TurnFinished { .. }) {
+                if let Ok(line) = serde_json::to_string(event) {
+                    eprintln!("{line}");
                 }
             }
         };

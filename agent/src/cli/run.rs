@@ -13,8 +13,8 @@ use std::io::{IsTerminal, Write};
 
 use clap::Args;
 use corral_prompts::{Conversation, Message, ToolCall, ToolChoice};
-use corral_tools::plugins;
 use corral_tools::sanitize::strip_control;
+use corral_tools::{plugins, Registry};
 
 use super::tools::{home, sandbox, tools_error, warn_all};
 use super::{session, GlobalOpts, UsageError};
@@ -60,12 +60,11 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
         // far more reliably greedily).
         sampling.temperature = 0.0;
     }
-    let home = home()?;
-    let sandbox = sandbox(&home)?;
-    let loaded = plugins::load_registry(&home, &sandbox, &|name| std::env::var(name).ok())
-        .map_err(tools_error)?;
-    warn_all(&loaded.problems);
-    let registry = loaded.registry;
+    let AgentTools {
+        registry,
+        policy,
+        offered,
+    } = agent_tools()?;
     if let Some(names) = &args.tools {
         if let Some(missing) = names.iter().find(|n| !registry.contains(n)) {
             let have: Vec<&str> = registry.specs().map(|(s, _)| s.name.as_str()).collect();
@@ -80,10 +79,7 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
             .into());
         }
     }
-    let offered = args
-        .tools
-        .clone()
-        .unwrap_or_else(|| default_tools(&registry, &loaded.idle_tools));
+    let offered = args.tools.clone().unwrap_or(offered);
     let tools = prompt_tools(&registry, Some(&offered));
     let tool_choice = match args.tool_choice.as_str() {
         "auto" => ToolChoice::Auto,
@@ -107,10 +103,6 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
     let mut backend = session::open_backend(global)?;
     let format = format_for_model(backend.info()).map_err(anyhow::Error::msg)?;
     let cancel = session::cancel_on_ctrl_c();
-    let mut policy = Policy::default();
-    for name in &loaded.builtin_tools {
-        policy.tools.insert(name.clone(), Decision::Allow);
-    }
     let options = TurnOptions {
         max_steps: args.max_steps,
         tool_choice,
@@ -136,23 +128,7 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
             }
             return;
         }
-        match event {
-            Event::Text { delta } => {
-                let _ = stdout.write_all(strip_control(delta).as_bytes());
-                let _ = stdout.flush();
-            }
-            Event::ToolCall { .. } => {}
-            Event::ToolResult {
-                name,
-                ok,
-                content,
-                seconds,
-                ..
-            } => eprintln!("{}", tool_line(name, *ok, content, *seconds)),
-            Event::TurnFinished { .. } => {
-                let _ = writeln!(stdout);
-            }
-        }
+        show_event(&mut stdout, event);
     };
     let outcome = {
         let mut agent = Agent::new(backend.as_mut(), format.as_ref(), &registry);
@@ -172,18 +148,68 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
     })
 }
 
-/// The tools offered when none are named: all, except those of plugins that need a folder
-/// and were granted none (`files` before a workspace is granted).
-pub(super) fn default_tools(registry: &corral_tools::Registry, idle: &[String]) -> Vec<String> {
-    registry
+/// The installed tools as the chat and `corral run` use them.
+pub(super) struct AgentTools {
+    /// Every loadable plugin's tools.
+    pub registry: Registry,
+    /// Tools from builtin plugins are allowed; any other tool asks.
+    pub policy: Policy,
+    /// The tools offered when none are named: all, except those of plugins that need a folder
+    /// and were granted none (`files` before a workspace is granted).
+    pub offered: Vec<String>,
+}
+
+/// Loads the installed plugins (showing what could not be loaded) into [`AgentTools`].
+///
+/// # Errors
+/// No corral home, a sandbox that cannot start, or an invalid grants file.
+pub(super) fn agent_tools() -> anyhow::Result<AgentTools> {
+    let home = home()?;
+    let sandbox = sandbox(&home)?;
+    let loaded = plugins::load_registry(&home, &sandbox, &|name| std::env::var(name).ok())
+        .map_err(tools_error)?;
+    warn_all(&loaded.problems);
+    let mut policy = Policy::default();
+    for name in &loaded.builtin_tools {
+        policy.tools.insert(name.clone(), Decision::Allow);
+    }
+    let offered = loaded
+        .registry
         .specs()
         .map(|(s, _)| s.name.clone())
-        .filter(|n| !idle.contains(n))
-        .collect()
+        .filter(|n| !loaded.idle_tools.contains(n))
+        .collect();
+    Ok(AgentTools {
+        registry: loaded.registry,
+        policy,
+        offered,
+    })
+}
+
+/// Shows a turn's event to a person: the model's text streams to `out`, each tool result is one
+/// line on stderr, and the turn ends its line.
+pub(super) fn show_event(out: &mut impl Write, event: &Event) {
+    match event {
+        Event::Text { delta } => {
+            let _ = out.write_all(strip_control(delta).as_bytes());
+            let _ = out.flush();
+        }
+        Event::ToolCall { .. } => {}
+        Event::ToolResult {
+            name,
+            ok,
+            content,
+            seconds,
+            ..
+        } => eprintln!("{}", tool_line(name, *ok, content, *seconds)),
+        Event::TurnFinished { .. } => {
+            let _ = writeln!(out);
+        }
+    }
 }
 
 /// One line per call for people: name, short result or error, duration.
-pub(super) fn tool_line(name: &str, ok: bool, content: &str, seconds: f64) -> String {
+fn tool_line(name: &str, ok: bool, content: &str, seconds: f64) -> String {
     let shown: String = strip_control(content)
         .split_whitespace()
         .collect::<Vec<_>>()
