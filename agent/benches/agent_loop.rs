@@ -90,7 +90,7 @@ fn main() {
         let started = Instant::now();
         for prompt in prompts {
             let request = GenerateRequest {
-                prompt,
+                prompt: prompt.into(),
                 max_tokens: options.max_tokens,
                 ..GenerateRequest::default()
             };

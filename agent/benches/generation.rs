@@ -116,11 +116,11 @@ fn main() {
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for _ in 0..=REPS {
-        backend.truncate_cache(0).unwrap();
+        backend.truncate_cache(0, 0).unwrap();
         let g = generate_to_string(
             backend.as_mut(),
             &GenerateRequest {
-                prompt: prompt.clone(),
+                prompt: prompt.clone().into(),
                 max_tokens: Some(1),
                 sampling: Sampling::greedy(),
                 ..GenerateRequest::default()
@@ -128,7 +128,7 @@ fn main() {
         )
         .unwrap();
         pp.push(g.prompt_tokens as f64 / g.prompt_seconds);
-        backend.truncate_cache(0).unwrap();
+        backend.truncate_cache(0, 0).unwrap();
         let g = generate_to_string(
             backend.as_mut(),
             &GenerateRequest {
@@ -235,9 +235,9 @@ fn constrained_cost(backend: &mut dyn engine::Backend) -> ConstrainedCost {
     let depth = backend.tokenize(&prompt, true).unwrap().len();
     let padded = prompt_of_tokens(backend, depth);
     let mut run = |prompt: &str, max_tokens: usize, constraint: Option<_>| {
-        backend.truncate_cache(0).unwrap();
+        backend.truncate_cache(0, 0).unwrap();
         let request = GenerateRequest {
-            prompt: prompt.to_string(),
+            prompt: prompt.into(),
             max_tokens: Some(max_tokens),
             sampling: Sampling::greedy(),
             constraint,

@@ -74,7 +74,7 @@ fn setup_for(user: &str, choice: ToolChoice) -> (Box<dyn Backend + Send>, Hermes
     let format = Hermes::new(&template, "", "<|im_end|>").unwrap();
     let conversation = conversation(user);
     let request = GenerateRequest {
-        prompt: format.render(&conversation, true).unwrap(),
+        prompt: format.render(&conversation, true).unwrap().into(),
         max_tokens: Some(120),
         sampling: Sampling::greedy(),
         constraint: format.constraint(&conversation, &choice).unwrap(),
@@ -211,7 +211,7 @@ fn forced_tokens_count_against_max_tokens() {
         generation.text
     );
     // Every generated token was evaluated: the cache holds the prompt and all four.
-    assert_eq!(backend.cached_tokens(), generation.prompt_tokens + 4);
+    assert_eq!(backend.cached_tokens(0), generation.prompt_tokens + 4);
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn forced_tokens_meet_stop_strings() {
     assert_eq!(generation.text, "<tool_call>\n{\"name\": \"get_weather\", ");
     // The tokens before the one that completed the stop string were evaluated; that one was not.
     assert_eq!(
-        backend.cached_tokens(),
+        backend.cached_tokens(0),
         generation.prompt_tokens + generation.generated_tokens - 1
     );
 }
@@ -241,20 +241,21 @@ fn cache_after_a_fast_forwarded_call_is_reused_by_the_next_turn() {
     let first = engine::generate_to_string(backend.as_mut(), &request).unwrap();
     assert!(first.text.starts_with(CALL_START), "{:?}", first.text);
     assert_eq!(
-        backend.cached_tokens(),
+        backend.cached_tokens(0),
         first.prompt_tokens + first.generated_tokens
     );
     // The next request goes on from the call. Its text tokenizes to exactly what the cache
     // holds, so all of it is reused but the last token, which is evaluated again for fresh
     // logits to sample from.
+    let next_text = format!("{}{}", request.prompt.as_text().unwrap(), first.text);
     let next = GenerateRequest {
-        prompt: format!("{}{}", request.prompt, first.text),
+        prompt: next_text.clone().into(),
         max_tokens: Some(4),
         sampling: Sampling::greedy(),
         ..GenerateRequest::default()
     };
-    let next_tokens = backend.tokenize(&next.prompt, true).unwrap().len();
-    assert_eq!(next_tokens, backend.cached_tokens());
+    let next_tokens = backend.tokenize(&next_text, true).unwrap().len();
+    assert_eq!(next_tokens, backend.cached_tokens(0));
     let second = engine::generate_to_string(backend.as_mut(), &next).unwrap();
     assert_eq!(second.reused_tokens, next_tokens - 1);
 }

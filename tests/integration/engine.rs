@@ -31,7 +31,7 @@ fn chat_prompt(user: &str) -> String {
 
 fn greedy(prompt: &str, max_tokens: usize) -> GenerateRequest {
     GenerateRequest {
-        prompt: prompt.to_string(),
+        prompt: prompt.into(),
         max_tokens: Some(max_tokens),
         sampling: Sampling::greedy(),
         ..GenerateRequest::default()
@@ -118,7 +118,7 @@ fn cancellation_from_the_callback_stops_after_exactly_that_token() {
         assert_eq!(generation.text, pieces.concat());
         // This ASCII continuation gives one piece per token; each emitted token is evaluated.
         assert_eq!(generation.generated_tokens, stop_at, "{generation:?}");
-        assert_eq!(backend.cached_tokens(), generation.prompt_tokens + stop_at);
+        assert_eq!(backend.cached_tokens(0), generation.prompt_tokens + stop_at);
     }
 
     // A cancel token set from another thread before the start stops before the first token.
@@ -138,7 +138,7 @@ fn kv_cache_prefix_is_reused_and_can_be_truncated() {
     let first_prompt = chat_prompt("Name a fruit.");
     let first = generate_to_string(backend.as_mut(), &greedy(&first_prompt, 12)).unwrap();
     assert_eq!(first.reused_tokens, 0);
-    let cached = backend.cached_tokens();
+    let cached = backend.cached_tokens(0);
     // Every sampled token is evaluated, except a final end-of-generation token.
     let evaluated = match first.stop {
         StopReason::EndOfGeneration(_) => first.generated_tokens - 1,
@@ -152,8 +152,8 @@ fn kv_cache_prefix_is_reused_and_can_be_truncated() {
     assert_eq!(second.reused_tokens, cached, "{first:?}\n{second:?}");
 
     // Keep only the first 5 tokens: the next generation re-evaluates the rest, same result.
-    backend.truncate_cache(5).unwrap();
-    assert_eq!(backend.cached_tokens(), 5);
+    backend.truncate_cache(0, 5).unwrap();
+    assert_eq!(backend.cached_tokens(0), 5);
     let again = generate_to_string(backend.as_mut(), &greedy(&second_prompt, 8)).unwrap();
     assert_eq!(again.reused_tokens, 5);
     assert_eq!(again.text, second.text);
@@ -191,7 +191,7 @@ fn prompt_longer_than_the_context_is_a_usage_error() {
         "{err:?}"
     );
     assert!(err.is_usage());
-    assert_eq!(backend.cached_tokens(), 0, "nothing was evaluated");
+    assert_eq!(backend.cached_tokens(0), 0, "nothing was evaluated");
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn bad_options_are_usage_errors_found_before_any_work() {
         "{err:?}"
     );
     assert!(err.is_usage());
-    assert_eq!(backend.cached_tokens(), 0, "nothing was evaluated");
+    assert_eq!(backend.cached_tokens(0), 0, "nothing was evaluated");
 
     let missing = engine::llama::load(
         std::path::Path::new("/no/such/model.gguf"),

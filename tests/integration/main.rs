@@ -5,6 +5,7 @@ mod cli_errors;
 mod constrained;
 mod engine;
 mod generate_cli;
+mod kv_sequences;
 mod model_pull;
 mod plain_text;
 mod prompt_cli;

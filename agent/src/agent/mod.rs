@@ -17,6 +17,7 @@
 
 pub mod events;
 pub mod output;
+mod transcript;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -32,8 +33,11 @@ use corral_prompts::hermes::Hermes;
 use corral_prompts::llama31::{Llama31, Style};
 use corral_prompts::FormatKind;
 
-use crate::engine::{Backend, CancelToken, GenerateRequest, ModelInfo, Sampling, StopReason};
+use crate::engine::{
+    Backend, CancelToken, GenerateRequest, ModelInfo, Prompt, Sampling, StopReason,
+};
 pub use events::{Event, TurnStop};
+pub use transcript::Transcript;
 
 /// What happens when the model calls a tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +138,19 @@ pub struct TurnOutcome {
 pub type Approver<'a> = dyn FnMut(&ToolCall) -> bool + 'a;
 
 /// Runs turns of one conversation on one backend, format and registry.
+///
+/// It keeps the conversation's exact token ids ([`Transcript`]) across steps and turns: each
+/// step feeds what the model was fed and sampled before, plus the tokens of what was rendered
+/// since, so the KV cache is reused up to the last token. Keep one agent for a conversation
+/// (a new one starts by tokenizing the whole prompt once).
 pub struct Agent<'a> {
     backend: &'a mut dyn Backend,
     format: &'a dyn Format,
     registry: &'a Registry,
     controls: ControlTexts,
     next_call: usize,
+    transcript: Transcript,
+    sequence: usize,
 }
 
 impl<'a> Agent<'a> {
@@ -157,7 +168,27 @@ impl<'a> Agent<'a> {
             registry,
             controls,
             next_call: 0,
+            transcript: Transcript::default(),
+            sequence: 0,
         }
+    }
+
+    /// This agent generating on `sequence` of its backend (conversations that share a model
+    /// use different ones, see [`crate::engine::SequencePool`]).
+    #[must_use]
+    pub fn on_sequence(mut self, sequence: usize) -> Self {
+        self.sequence = sequence;
+        self
+    }
+
+    /// The backend, for work between turns (counting tokens, say).
+    pub fn backend(&mut self) -> &mut dyn Backend {
+        self.backend
+    }
+
+    /// The token ids the conversation was fed and sampled so far.
+    pub fn transcript(&self) -> &Transcript {
+        &self.transcript
     }
 
     /// Runs one turn on `conversation` (which ends with the user's message), reporting through
@@ -294,16 +325,21 @@ impl<'a> Agent<'a> {
             _ => ToolChoice::Auto,
         };
         let marked = conversation.plain_marked(&self.controls);
-        let prompt = self
+        let rendered = self
             .format
             .render(&marked, true)
             .map_err(|e| format!("cannot render the conversation: {e}"))?;
+        let tokens = self
+            .transcript
+            .prompt_for(&rendered, self.backend)
+            .map_err(|e| format!("cannot tokenize the conversation: {e}"))?;
         let constraint = self
             .format
             .constraint(conversation, &choice)
             .map_err(|e| format!("cannot constrain tool calls: {e}"))?;
         let request = GenerateRequest {
-            prompt,
+            prompt: Prompt::Tokens(tokens),
+            sequence: self.sequence,
             max_tokens: options.max_tokens,
             sampling: options.sampling.clone(),
             stop_strings: Vec::new(),
@@ -330,6 +366,7 @@ impl<'a> Agent<'a> {
                 ControlFlow::Continue(())
             })
             .map_err(|e| e.to_string())?;
+        self.transcript.record(&generation);
         let mut generated = generation.text.clone();
         if let StopReason::EndOfGeneration(token) = &generation.stop {
             generated.push_str(token);

@@ -125,6 +125,8 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             names.join(", ")
         }
     );
+    // One agent for the whole chat: it keeps the conversation's token ids between turns.
+    let mut agent = Agent::new(backend.as_mut(), format.as_ref(), &registry);
     loop {
         let line = match input.read_line() {
             Ok(Some(line)) => line,
@@ -149,7 +151,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
         if let Err(e) = fit(
             format.as_ref(),
             &mut conversation,
-            backend.as_mut(),
+            agent.backend(),
             reply_budget,
         ) {
             conversation.messages.truncate(kept);
@@ -168,12 +170,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             }
         };
         let mut approve = |call: &corral_prompts::ToolCall| interactive && ask(call);
-        let outcome = Agent::new(backend.as_mut(), format.as_ref(), &registry).run_turn(
-            &mut conversation,
-            &options,
-            &mut approve,
-            &mut on_event,
-        );
+        let outcome = agent.run_turn(&mut conversation, &options, &mut approve, &mut on_event);
         match outcome.stop {
             TurnStop::Answered | TurnStop::Cancelled => {}
             TurnStop::Error if outcome.steps <= 1 && conversation.messages.len() == kept + 1 => {

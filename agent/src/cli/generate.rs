@@ -78,13 +78,14 @@ pub fn run(args: &GenerateArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     }
     let mut backend = session::open_backend(global)?;
     let request = GenerateRequest {
-        prompt,
+        prompt: prompt.into(),
         max_tokens: Some(args.max_tokens),
         sampling: checked.sampling,
         stop_strings: checked.stop_strings,
         stop_tokens: Vec::new(),
         cancel: session::cancel_on_ctrl_c(),
         constraint: None,
+        ..GenerateRequest::default()
     };
     let mut stdout = std::io::stdout().lock();
     let generation = backend.generate(&request, &mut |text| {

@@ -100,6 +100,7 @@ impl GlobalOpts {
             gpu_layers: self.gpu_layers,
             verbose: self.verbose,
             show_progress: true,
+            ..defaults
         };
         options.validate()?;
         Ok(options)

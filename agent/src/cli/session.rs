@@ -26,10 +26,22 @@ pub fn resolve_model(global: &GlobalOpts) -> anyhow::Result<PathBuf> {
             if let Some(cached) = store.get(&as_name) {
                 return Ok(cached.path);
             }
+            if let Some(source) = model::known_source(&as_name) {
+                eprintln!("{as_name} is not cached yet: pulling it");
+                let cached = store
+                    .pull(&source, std::io::stderr().is_terminal())
+                    .with_context(|| format!("cannot pull {as_name}"))?;
+                return Ok(cached.path);
+            }
             Err(UsageError::new(format!(
-                "model file {} does not exist (and no cached model has that name): \
-                 check the path, or see `corral model list`",
-                path.display()
+                "model file {} does not exist (and no cached or known model has that name): \
+                 check the path, or see `corral model list`; known models: {}",
+                path.display(),
+                model::known_sources()
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .into())
         }

@@ -12,9 +12,18 @@
 //! stop strings and token ids, on a token budget, on a full context or on cancellation, and says
 //! which in [`StopReason`].
 //!
-//! KV-cache prefix reuse: a backend remembers which tokens its cache holds. A new prompt that
-//! starts with those tokens only evaluates what is new ([`Generation::reused_tokens`] tells how
-//! many were reused); [`Backend::truncate_cache`] keeps the first N tokens and drops the rest.
+//! KV-cache prefix reuse: a backend remembers which tokens each sequence's cache holds. A new
+//! prompt that starts with those tokens only evaluates what is new ([`Generation::reused_tokens`]
+//! tells how many were reused). A conversation keeps its exact ids ([`Prompt::Tokens`]: what it
+//! was fed plus [`Generation::tokens`]), so what the model wrote is never re-tokenized into other
+//! ids that would end the reuse early.
+//!
+//! Several conversations share one loaded model through sequences ([`ModelInfo::sequences`],
+//! [`GenerateRequest::sequence`]); each has its own window of [`ModelInfo::context_tokens`].
+//! [`SequencePool`] hands them out, least recently used first, when there are more conversations
+//! than sequences. [`Backend::remove_tokens`] drops a range and shifts what follows (memory's
+//! eviction), and [`Backend::save_sequence`] / [`Backend::restore_sequence`] keep a
+//! conversation's state in a file.
 
 #[cfg(feature = "llama")]
 pub mod llama;
@@ -23,6 +32,7 @@ pub mod llama;
 pub mod llama;
 mod options;
 mod scripted;
+mod sequences;
 mod stop;
 mod utf8;
 
@@ -34,9 +44,10 @@ use corral_prompts::ToolConstraint;
 
 pub use options::{
     available_memory_bytes, choose_context, EngineOptions, FlashAttention, KvType, OptionError,
-    MAX_CONTEXT_TOKENS,
+    MAX_CONTEXT_TOKENS, MAX_SEQUENCES,
 };
 pub use scripted::{ScriptedBackend, ScriptedReply};
+pub use sequences::SequencePool;
 pub use stop::{StopMatcher, StopScan};
 pub use utf8::PieceDecoder;
 
@@ -111,12 +122,58 @@ impl CancelToken {
     }
 }
 
+/// What a generation continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// Text with special tokens written out; stretches between plain marks are tokenized as
+    /// plain text ([`corral_prompts::plain`]). The backend adds BOS when the model wants one.
+    Text(String),
+    /// Exact token ids (BOS included if wanted), fed as they are: what a conversation was fed
+    /// and sampled before, plus the tokens of what was rendered since. Never re-tokenized.
+    Tokens(Vec<Token>),
+}
+
+impl Prompt {
+    /// The text of a [`Prompt::Text`].
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Prompt::Text(text) => Some(text),
+            Prompt::Tokens(_) => None,
+        }
+    }
+}
+
+impl Default for Prompt {
+    fn default() -> Self {
+        Prompt::Text(String::new())
+    }
+}
+
+impl From<String> for Prompt {
+    fn from(text: String) -> Self {
+        Prompt::Text(text)
+    }
+}
+
+impl From<&str> for Prompt {
+    fn from(text: &str) -> Self {
+        Prompt::Text(text.to_owned())
+    }
+}
+
+impl From<Vec<Token>> for Prompt {
+    fn from(tokens: Vec<Token>) -> Self {
+        Prompt::Tokens(tokens)
+    }
+}
+
 /// One generation request.
 #[derive(Debug, Clone, Default)]
 pub struct GenerateRequest {
-    /// The full prompt, special tokens written out as text; stretches between plain marks are
-    /// tokenized as plain text ([`corral_prompts::plain`]).
-    pub prompt: String,
+    /// The full prompt (text or exact ids).
+    pub prompt: Prompt,
+    /// Which conversation's KV cache to use, below [`ModelInfo::sequences`] (default 0).
+    pub sequence: usize,
     /// Upper bound on generated tokens (`None`: until the context is full).
     pub max_tokens: Option<usize>,
     /// How to pick tokens.
@@ -155,6 +212,10 @@ pub enum StopReason {
 pub struct Generation {
     /// All text emitted through the callback, concatenated.
     pub text: String,
+    /// The ids the model produced, in order: those whose text is in `text`, then the
+    /// end-of-generation token when it stopped on one. With the prompt's ids, this is exactly
+    /// what a following prompt of the same conversation starts with.
+    pub tokens: Vec<Token>,
     /// Why it stopped.
     pub stop: StopReason,
     /// Tokens in the prompt.
@@ -176,8 +237,10 @@ pub struct Generation {
 pub struct ModelInfo {
     /// Human-readable name (GGUF `general.name`, else the file name).
     pub name: String,
-    /// Context window of this session in tokens.
+    /// Context window of each conversation (sequence) in tokens.
     pub context_tokens: usize,
+    /// Conversations that keep their own KV cache at once ([`GenerateRequest::sequence`]).
+    pub sequences: usize,
     /// Context length the model was trained with.
     pub trained_context_tokens: usize,
     /// The chat template embedded in the GGUF file, if any.
@@ -240,6 +303,42 @@ pub enum EngineError {
     /// The KV cache could not be trimmed.
     #[error("cannot trim the KV cache: {0}")]
     Cache(String),
+    /// A token-id prompt holds an id outside the vocabulary.
+    #[error("the prompt holds token id {token}, outside this model's vocabulary of {vocab}")]
+    BadToken {
+        /// The id.
+        token: Token,
+        /// Vocabulary size.
+        vocab: i32,
+    },
+    /// A request named a sequence the engine does not have.
+    #[error("sequence {sequence} does not exist: this engine keeps {sequences}")]
+    NoSuchSequence {
+        /// Asked for.
+        sequence: usize,
+        /// Sequences it has.
+        sequences: usize,
+    },
+    /// A token range to remove is out of bounds.
+    #[error("cannot remove tokens {start}..{end} of a sequence that holds {len}")]
+    BadRange {
+        /// Range start.
+        start: usize,
+        /// Range end.
+        end: usize,
+        /// Tokens held.
+        len: usize,
+    },
+    /// A sequence's state could not be saved or restored.
+    #[error("cannot {action} sequence state {path}: {reason}")]
+    State {
+        /// `save` or `restore`.
+        action: &'static str,
+        /// The state file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A tool-call constraint could not be prepared or followed.
     #[error("tool-call constraint failed: {0}")]
     Constraint(String),
@@ -260,7 +359,12 @@ impl EngineError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            EngineError::Option(_) | EngineError::PromptTooLong { .. } | EngineError::EmptyPrompt
+            EngineError::Option(_)
+                | EngineError::PromptTooLong { .. }
+                | EngineError::EmptyPrompt
+                | EngineError::BadToken { .. }
+                | EngineError::NoSuchSequence { .. }
+                | EngineError::BadRange { .. }
         )
     }
 }
@@ -295,14 +399,55 @@ pub trait Backend {
         sink: &mut TextSink<'_>,
     ) -> Result<Generation, EngineError>;
 
-    /// Number of tokens currently held in the KV cache.
-    fn cached_tokens(&self) -> usize;
-
-    /// Keeps the first `keep` tokens of the KV cache and drops the rest.
+    /// Token ids of `text` that follows other tokens of a prompt: special tokens written as
+    /// text are parsed except between plain marks, and no BOS is added.
     ///
     /// # Errors
-    /// When the cache cannot be trimmed.
-    fn truncate_cache(&mut self, keep: usize) -> Result<(), EngineError>;
+    /// As [`Backend::tokenize`].
+    fn tokenize_continuation(&mut self, text: &str) -> Result<Vec<Token>, EngineError>;
+
+    /// Tokens currently held in the KV cache of `sequence` (0 for one it does not have).
+    fn cached_tokens(&self, sequence: usize) -> usize;
+
+    /// Keeps the first `keep` tokens of `sequence`'s KV cache and drops the rest.
+    ///
+    /// # Errors
+    /// An unknown sequence, or a cache that cannot be trimmed.
+    fn truncate_cache(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError>;
+
+    /// Removes tokens `range` from `sequence`'s KV cache and shifts the positions of those after
+    /// it down, so they stay cached (llama.cpp's `seq_rm` + `seq_add`, as its context shift does).
+    /// A prompt that equals the old one without `range` then reuses everything.
+    ///
+    /// # Errors
+    /// An unknown sequence, a range outside the cache, or llama.cpp refusing.
+    fn remove_tokens(
+        &mut self,
+        sequence: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), EngineError>;
+
+    /// Writes `sequence`'s KV state and tokens to `path`; returns the bytes written.
+    ///
+    /// # Errors
+    /// An unknown sequence or a failed write.
+    fn save_sequence(
+        &mut self,
+        sequence: usize,
+        path: &std::path::Path,
+    ) -> Result<u64, EngineError>;
+
+    /// Replaces `sequence`'s KV cache with the state saved at `path` (by this model); returns
+    /// the tokens it holds.
+    ///
+    /// # Errors
+    /// An unknown sequence, or a file that is missing, corrupt or from another model (the
+    /// sequence is then empty).
+    fn restore_sequence(
+        &mut self,
+        sequence: usize,
+        path: &std::path::Path,
+    ) -> Result<usize, EngineError>;
 }
 
 /// Length of the common prefix of two token sequences.

@@ -66,6 +66,9 @@ impl FromStr for FlashAttention {
     }
 }
 
+/// Most conversations one loaded model keeps caches for.
+pub const MAX_SEQUENCES: u32 = 64;
+
 /// How to load a model and size its context.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineOptions {
@@ -86,6 +89,9 @@ pub struct EngineOptions {
     pub verbose: bool,
     /// Show a progress bar while loading.
     pub show_progress: bool,
+    /// Conversations that keep their own KV cache at once (llama.cpp sequences); each gets a
+    /// window of `context_tokens`.
+    pub sequences: u32,
 }
 
 impl Default for EngineOptions {
@@ -99,6 +105,7 @@ impl Default for EngineOptions {
             gpu_layers: 0,
             verbose: false,
             show_progress: false,
+            sequences: 1,
         }
     }
 }
@@ -119,6 +126,9 @@ impl EngineOptions {
         }
         if self.threads == 0 {
             return Err(OptionError::ZeroThreads);
+        }
+        if !(1..=MAX_SEQUENCES).contains(&self.sequences) {
+            return Err(OptionError::Sequences(self.sequences));
         }
         match self.context_tokens {
             Some(0) => Err(OptionError::ZeroContext),
@@ -167,6 +177,9 @@ pub enum OptionError {
     /// 0 threads.
     #[error("--threads must be at least 1")]
     ZeroThreads,
+    /// A number of sequences out of range.
+    #[error("sequences must be 1 to {MAX_SEQUENCES}, got {0}")]
+    Sequences(u32),
     /// A context of 0 tokens.
     #[error("--ctx must be at least 1 token")]
     ZeroContext,

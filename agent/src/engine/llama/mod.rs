@@ -11,7 +11,8 @@
 mod constraint;
 mod worker;
 
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -137,32 +138,101 @@ enum Command {
     Tokenize {
         text: String,
         special: bool,
+        /// Text that follows other tokens: no BOS.
+        continuation: bool,
         reply: mpsc::Sender<Vec<Token>>,
     },
     Generate {
         request: GenerateRequest,
-        events: mpsc::Sender<Event>,
-        /// The callback's answer to each [`Event::Text`]: `true` to go on.
-        proceed: mpsc::Receiver<bool>,
+        sink: Sink,
     },
     Truncate {
+        sequence: usize,
         keep: usize,
         reply: mpsc::Sender<Result<(), EngineError>>,
     },
+    Remove {
+        sequence: usize,
+        range: Range<usize>,
+        reply: mpsc::Sender<Result<(), EngineError>>,
+    },
+    Save {
+        sequence: usize,
+        path: PathBuf,
+        reply: mpsc::Sender<Result<u64, EngineError>>,
+    },
+    Restore {
+        sequence: usize,
+        path: PathBuf,
+        reply: mpsc::Sender<Result<usize, EngineError>>,
+    },
 }
 
-/// What the engine thread sends back while generating.
+/// Where the engine thread sends a generation's text and result.
+enum Sink {
+    /// A blocking caller's callback: the engine waits for its answer to each piece (`true` to
+    /// go on), so a `Break` stops after exactly the token that carried that piece.
+    Lockstep {
+        events: mpsc::Sender<Event>,
+        proceed: mpsc::Receiver<bool>,
+    },
+    /// An async caller ([`LlamaEngine::generate_stream`]): pieces go out without waiting;
+    /// generation stops before the next token once the receiver is dropped.
+    Stream(tokio::sync::mpsc::UnboundedSender<StreamEvent>),
+}
+
+impl Sink {
+    /// Sends a piece; `false` stops generation.
+    fn text(&mut self, piece: &str) -> bool {
+        match self {
+            Sink::Lockstep { events, proceed } => {
+                events.send(Event::Text(piece.to_owned())).is_ok()
+                    && proceed.recv().unwrap_or(false)
+            }
+            Sink::Stream(events) => events.send(StreamEvent::Text(piece.to_owned())).is_ok(),
+        }
+    }
+
+    fn done(self, result: Result<Generation, EngineError>) {
+        match self {
+            Sink::Lockstep { events, .. } => {
+                let _ = events.send(Event::Done(result));
+            }
+            Sink::Stream(events) => {
+                let _ = events.send(StreamEvent::Done(result));
+            }
+        }
+    }
+}
+
+/// What the engine thread sends back to a blocking caller while generating.
 enum Event {
     /// A piece of text; the engine waits for an answer on `proceed` before going on.
     Text(String),
     Done(Result<Generation, EngineError>),
 }
 
+/// What a streamed generation ([`LlamaEngine::generate_stream`]) sends.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// Generated text, in whole characters.
+    Text(String),
+    /// The end: what was generated, or why it failed. Always the last event.
+    Done(Result<Generation, EngineError>),
+}
+
 /// Handle to a model loaded by llama.cpp, running on its own thread.
+///
+/// Cheap to clone and `Send`: every clone talks to the same engine thread, which serves
+/// requests one at a time, in order. Conversations that generate through different clones keep
+/// their caches apart by using different sequences ([`GenerateRequest::sequence`]). Each request
+/// has its own cancellation ([`GenerateRequest::cancel`], or the callback's `Break`, or dropping
+/// a stream's receiver); none reaches another request.
+#[derive(Clone)]
 pub struct LlamaEngine {
     commands: mpsc::Sender<Command>,
-    info: ModelInfo,
-    cached: Arc<AtomicUsize>,
+    info: Arc<ModelInfo>,
+    cached: Arc<Vec<AtomicUsize>>,
 }
 
 impl LlamaEngine {
@@ -176,7 +246,11 @@ impl LlamaEngine {
         let backend = backend(options.verbose)?;
         let (commands, inbox) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let cached = Arc::new(AtomicUsize::new(0));
+        let cached: Arc<Vec<AtomicUsize>> = Arc::new(
+            (0..options.sequences.max(1))
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+        );
         let worker_cached = Arc::clone(&cached);
         let path = path.to_path_buf();
         let options = options.clone();
@@ -197,9 +271,40 @@ impl LlamaEngine {
         let info = ready_rx.recv().map_err(|_| EngineError::EngineGone)??;
         Ok(Self {
             commands,
-            info,
+            info: Arc::new(info),
             cached,
         })
+    }
+
+    /// Starts a generation and returns its events at once, for async callers (tokio): text
+    /// pieces, then [`StreamEvent::Done`]. Dropping the receiver cancels the generation.
+    ///
+    /// # Errors
+    /// Bad sampling options, or an engine that stopped.
+    pub fn generate_stream(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<StreamEvent>, EngineError> {
+        request.sampling.validate()?;
+        let (events, stream) = tokio::sync::mpsc::unbounded_channel();
+        self.send(Command::Generate {
+            request,
+            sink: Sink::Stream(events),
+        })?;
+        Ok(stream)
+    }
+
+    fn send(&self, command: Command) -> Result<(), EngineError> {
+        self.commands
+            .send(command)
+            .map_err(|_| EngineError::EngineGone)
+    }
+
+    /// Sends a command built around a reply channel and waits for the reply.
+    fn ask<T>(&self, command: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, EngineError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(command(reply))?;
+        answer.recv().map_err(|_| EngineError::EngineGone)
     }
 }
 
@@ -209,15 +314,21 @@ impl Backend for LlamaEngine {
     }
 
     fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError> {
-        let (reply, answer) = mpsc::channel();
-        self.commands
-            .send(Command::Tokenize {
-                text: text.to_string(),
-                special,
-                reply,
-            })
-            .map_err(|_| EngineError::EngineGone)?;
-        answer.recv().map_err(|_| EngineError::EngineGone)
+        self.ask(|reply| Command::Tokenize {
+            text: text.to_string(),
+            special,
+            continuation: false,
+            reply,
+        })
+    }
+
+    fn tokenize_continuation(&mut self, text: &str) -> Result<Vec<Token>, EngineError> {
+        self.ask(|reply| Command::Tokenize {
+            text: text.to_string(),
+            special: true,
+            continuation: true,
+            reply,
+        })
     }
 
     fn generate(
@@ -228,13 +339,10 @@ impl Backend for LlamaEngine {
         request.sampling.validate()?;
         let (events, stream) = mpsc::channel();
         let (answers, proceed) = mpsc::channel();
-        self.commands
-            .send(Command::Generate {
-                request: request.clone(),
-                events,
-                proceed,
-            })
-            .map_err(|_| EngineError::EngineGone)?;
+        self.send(Command::Generate {
+            request: request.clone(),
+            sink: Sink::Lockstep { events, proceed },
+        })?;
         for event in stream {
             match event {
                 Event::Text(text) => {
@@ -247,15 +355,41 @@ impl Backend for LlamaEngine {
         Err(EngineError::EngineGone)
     }
 
-    fn cached_tokens(&self) -> usize {
-        self.cached.load(Ordering::SeqCst)
+    fn cached_tokens(&self, sequence: usize) -> usize {
+        self.cached
+            .get(sequence)
+            .map_or(0, |held| held.load(Ordering::SeqCst))
     }
 
-    fn truncate_cache(&mut self, keep: usize) -> Result<(), EngineError> {
-        let (reply, answer) = mpsc::channel();
-        self.commands
-            .send(Command::Truncate { keep, reply })
-            .map_err(|_| EngineError::EngineGone)?;
-        answer.recv().map_err(|_| EngineError::EngineGone)?
+    fn truncate_cache(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError> {
+        self.ask(|reply| Command::Truncate {
+            sequence,
+            keep,
+            reply,
+        })?
+    }
+
+    fn remove_tokens(&mut self, sequence: usize, range: Range<usize>) -> Result<(), EngineError> {
+        self.ask(|reply| Command::Remove {
+            sequence,
+            range,
+            reply,
+        })?
+    }
+
+    fn save_sequence(&mut self, sequence: usize, path: &Path) -> Result<u64, EngineError> {
+        self.ask(|reply| Command::Save {
+            sequence,
+            path: path.to_path_buf(),
+            reply,
+        })?
+    }
+
+    fn restore_sequence(&mut self, sequence: usize, path: &Path) -> Result<usize, EngineError> {
+        self.ask(|reply| Command::Restore {
+            sequence,
+            path: path.to_path_buf(),
+            reply,
+        })?
     }
 }

@@ -1,11 +1,13 @@
 //! The engine thread: owns the llama.cpp model and context and serves [`Command`]s.
 
 use std::num::NonZeroU32;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use llama_cpp_2::context::kv_cache::KvCacheConversionError;
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -16,11 +18,11 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::constraint::{ConstraintTracker, Engage, GrammarFactory};
-use super::{prompt_token_ids, token_ids, Command, Event};
+use super::{prompt_token_ids, token_ids, Command, Sink};
 use crate::engine::options::{available_memory_bytes, choose_context};
 use crate::engine::{
     common_prefix, EngineError, EngineOptions, FlashAttention, GenerateRequest, Generation, KvType,
-    ModelInfo, PieceDecoder, Sampling, StopMatcher, StopReason, StopScan, Token,
+    ModelInfo, PieceDecoder, Prompt, Sampling, StopMatcher, StopReason, StopScan, Token,
 };
 use crate::model::gguf::GgufSummary;
 
@@ -33,7 +35,7 @@ pub(super) fn run(
     options: &EngineOptions,
     ready: mpsc::Sender<Result<ModelInfo, EngineError>>,
     inbox: mpsc::Receiver<Command>,
-    cached: Arc<AtomicUsize>,
+    cached: Arc<Vec<AtomicUsize>>,
 ) {
     let model = match load_model(backend, path, options) {
         Ok(model) => model,
@@ -52,10 +54,12 @@ pub(super) fn run(
     if ready.send(Ok(info)).is_err() {
         return;
     }
+    let sequences = options.sequences.max(1) as usize;
     let mut session = Session {
         model: &model,
+        window: ctx.n_ctx() as usize / sequences,
         ctx,
-        cache: Vec::new(),
+        caches: vec![Vec::new(); sequences],
         batch_size: options.batch.max(1) as usize,
         cached,
         batch: LlamaBatch::new(options.batch.max(1) as usize, 1),
@@ -66,20 +70,47 @@ pub(super) fn run(
             Command::Tokenize {
                 text,
                 special,
+                continuation,
                 reply,
             } => {
-                let _ = reply.send(session.tokenize(&text, special));
+                let tokens = if continuation {
+                    prompt_token_ids(&session.model.vocab(), &text)
+                } else {
+                    session.tokenize(&text, special)
+                };
+                let _ = reply.send(tokens);
             }
-            Command::Generate {
-                request,
-                events,
-                proceed,
+            Command::Generate { request, mut sink } => {
+                let result = session.generate(&request, &mut sink);
+                sink.done(result);
+            }
+            Command::Truncate {
+                sequence,
+                keep,
+                reply,
             } => {
-                let result = session.generate(&request, &events, &proceed);
-                let _ = events.send(Event::Done(result));
+                let _ = reply.send(session.truncate(sequence, keep));
             }
-            Command::Truncate { keep, reply } => {
-                let _ = reply.send(session.truncate(keep));
+            Command::Remove {
+                sequence,
+                range,
+                reply,
+            } => {
+                let _ = reply.send(session.remove(sequence, range));
+            }
+            Command::Save {
+                sequence,
+                path,
+                reply,
+            } => {
+                let _ = reply.send(session.save(sequence, &path));
+            }
+            Command::Restore {
+                sequence,
+                path,
+                reply,
+            } => {
+                let _ = reply.send(session.restore(sequence, &path));
             }
         }
     }
@@ -124,13 +155,16 @@ fn new_context<'m>(
     options: &EngineOptions,
 ) -> Result<(LlamaContext<'m>, ModelInfo), EngineError> {
     let trained = model.n_ctx_train();
-    let per_token = kv_bytes_per_token(model, options.kv_type);
-    let n_ctx = choose_context(
+    let sequences = options.sequences.max(1);
+    // Each sequence gets a window of the chosen size; the memory check covers all of them.
+    let per_token = kv_bytes_per_token(model, options.kv_type) * f64::from(sequences);
+    let window = choose_context(
         options.context_tokens,
         trained,
         per_token,
         available_memory_bytes(),
     )?;
+    let n_ctx = window.saturating_mul(sequences);
     let kv = match options.kv_type {
         KvType::F16 => KvCacheType::F16,
         KvType::Q8_0 => KvCacheType::Q8_0,
@@ -143,6 +177,7 @@ fn new_context<'m>(
     let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_seq_max(sequences)
         .with_n_batch(options.batch.max(1))
         .with_n_ubatch(options.batch.max(1))
         .with_n_threads(threads)
@@ -158,7 +193,8 @@ fn new_context<'m>(
         })?;
     let info = ModelInfo {
         name: summary.name.clone(),
-        context_tokens: ctx.n_ctx() as usize,
+        context_tokens: ctx.n_ctx() as usize / sequences as usize,
+        sequences: sequences as usize,
         trained_context_tokens: trained as usize,
         chat_template: model
             .chat_template(None)
@@ -169,17 +205,30 @@ fn new_context<'m>(
     Ok((ctx, info))
 }
 
-/// The model, its context and the tokens the KV cache holds (sequence 0).
+/// The model, its context and the tokens each sequence's KV cache holds.
 struct Session<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
-    cache: Vec<Token>,
+    /// Per sequence: the tokens its cache holds, at positions 0, 1, ...
+    caches: Vec<Vec<Token>>,
+    /// Tokens one sequence can hold.
+    window: usize,
     batch_size: usize,
-    cached: Arc<AtomicUsize>,
+    cached: Arc<Vec<AtomicUsize>>,
     /// Reused for every evaluation.
     batch: LlamaBatch<'static>,
     /// Built on the first constrained request (it walks the whole vocabulary).
     grammar_factory: Option<GrammarFactory>,
+}
+
+/// A sequence number as llama.cpp takes it.
+fn seq_id(sequence: usize) -> i32 {
+    i32::try_from(sequence).unwrap_or(i32::MAX)
+}
+
+/// A position as llama.cpp takes it.
+fn pos(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 impl Session<'_> {
@@ -203,40 +252,142 @@ impl Session<'_> {
         tokens
     }
 
-    fn truncate(&mut self, keep: usize) -> Result<(), EngineError> {
-        if keep < self.cache.len() {
-            let from = u32::try_from(keep).unwrap_or(u32::MAX);
-            self.ctx
-                .kv_cache_seq_rm(0, Some(from), None)
-                .map_err(|e| EngineError::Cache(e.to_string()))?;
-            self.cache.truncate(keep);
+    fn check_sequence(&self, sequence: usize) -> Result<(), EngineError> {
+        if sequence < self.caches.len() {
+            Ok(())
+        } else {
+            Err(EngineError::NoSuchSequence {
+                sequence,
+                sequences: self.caches.len(),
+            })
         }
-        self.cached.store(self.cache.len(), Ordering::SeqCst);
+    }
+
+    fn publish(&self, sequence: usize) {
+        self.cached[sequence].store(self.caches[sequence].len(), Ordering::SeqCst);
+    }
+
+    fn truncate(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError> {
+        self.check_sequence(sequence)?;
+        if keep < self.caches[sequence].len() {
+            self.ctx
+                .kv_cache_seq_rm(seq_id(sequence), Some(pos(keep)), None)
+                .map_err(|e| EngineError::Cache(e.to_string()))?;
+            self.caches[sequence].truncate(keep);
+        }
+        self.publish(sequence);
         Ok(())
     }
 
-    /// Evaluates `tokens` after what the cache holds, in batches; logits only for the last one.
-    fn evaluate(&mut self, tokens: &[Token]) -> Result<(), EngineError> {
+    /// Drops `range` from the sequence and moves what follows down by its length.
+    fn remove(&mut self, sequence: usize, range: Range<usize>) -> Result<(), EngineError> {
+        self.check_sequence(sequence)?;
+        let len = self.caches[sequence].len();
+        if range.start > range.end || range.end > len {
+            return Err(EngineError::BadRange {
+                start: range.start,
+                end: range.end,
+                len,
+            });
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        let cache_error = |e: KvCacheConversionError| EngineError::Cache(e.to_string());
+        let seq = seq_id(sequence);
+        self.ctx
+            .kv_cache_seq_rm(seq, Some(pos(range.start)), Some(pos(range.end)))
+            .map_err(cache_error)?;
+        let shift = i32::try_from(range.len()).unwrap_or(i32::MAX);
+        self.ctx
+            .kv_cache_seq_add(seq, Some(pos(range.end)), None, -shift)
+            .map_err(cache_error)?;
+        self.caches[sequence].drain(range);
+        self.publish(sequence);
+        Ok(())
+    }
+
+    fn save(&mut self, sequence: usize, path: &Path) -> Result<u64, EngineError> {
+        self.check_sequence(sequence)?;
+        let failed = |reason: String| EngineError::State {
+            action: "save",
+            path: path.display().to_string(),
+            reason,
+        };
+        let tokens: Vec<LlamaToken> = self.caches[sequence]
+            .iter()
+            .map(|&t| LlamaToken(t))
+            .collect();
+        let bytes = self
+            .ctx
+            .state_seq_save_file(path, seq_id(sequence), &tokens)
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(bytes as u64)
+    }
+
+    fn restore(&mut self, sequence: usize, path: &Path) -> Result<usize, EngineError> {
+        self.check_sequence(sequence)?;
+        let failed = |reason: String| EngineError::State {
+            action: "restore",
+            path: path.display().to_string(),
+            reason,
+        };
+        let meta = std::fs::symlink_metadata(path).map_err(|e| failed(e.to_string()))?;
+        if !meta.file_type().is_file() {
+            return Err(failed("not a regular file".into()));
+        }
+        // Whatever happens, the sequence holds either the saved state or nothing.
+        self.truncate(sequence, 0)?;
+        let loaded = self
+            .ctx
+            .state_seq_load_file(path, seq_id(sequence), self.window)
+            .map_err(|e| {
+                failed(format!(
+                    "{e} (was it saved by this model, with this corral?)"
+                ))
+            });
+        let tokens = match loaded {
+            Ok((tokens, _bytes)) => tokens,
+            Err(e) => {
+                let _ = self.ctx.kv_cache_seq_rm(seq_id(sequence), None, None);
+                return Err(e);
+            }
+        };
+        let n_vocab = self.model.n_vocab();
+        if tokens.iter().any(|t| t.0 < 0 || t.0 >= n_vocab) {
+            let _ = self.ctx.kv_cache_seq_rm(seq_id(sequence), None, None);
+            return Err(failed("it names tokens this model does not have".into()));
+        }
+        self.caches[sequence] = tokens.into_iter().map(|t| t.0).collect();
+        self.publish(sequence);
+        Ok(self.caches[sequence].len())
+    }
+
+    /// Evaluates `tokens` after what `sequence`'s cache holds, in batches; logits only for the
+    /// last one.
+    fn evaluate(&mut self, sequence: usize, tokens: &[Token]) -> Result<(), EngineError> {
         // One batch for the session: allocating one (a buffer per slot) for every generated
         // token would cost more than the bookkeeping it serves.
         let batch = &mut self.batch;
         let chunks = tokens.len().div_ceil(self.batch_size);
+        let seq = seq_id(sequence);
         for (index, chunk) in tokens.chunks(self.batch_size).enumerate() {
             batch.clear();
             let last_chunk = index + 1 == chunks;
+            let start = self.caches[sequence].len();
             for (i, &token) in chunk.iter().enumerate() {
-                let pos = i32::try_from(self.cache.len() + i).unwrap_or(i32::MAX);
+                let position = i32::try_from(start + i).unwrap_or(i32::MAX);
                 let wants_logits = last_chunk && i + 1 == chunk.len();
                 batch
-                    .add(LlamaToken(token), pos, &[0], wants_logits)
+                    .add(LlamaToken(token), position, &[seq], wants_logits)
                     .map_err(|e| EngineError::Decode(e.to_string()))?;
             }
             self.ctx
                 .decode(batch)
                 .map_err(|e| EngineError::Decode(e.to_string()))?;
-            self.cache.extend_from_slice(chunk);
+            self.caches[sequence].extend_from_slice(chunk);
         }
-        self.cached.store(self.cache.len(), Ordering::SeqCst);
+        self.publish(sequence);
         Ok(())
     }
 
@@ -269,11 +420,22 @@ impl Session<'_> {
     fn generate(
         &mut self,
         request: &GenerateRequest,
-        events: &mpsc::Sender<Event>,
-        proceed: &mpsc::Receiver<bool>,
+        sink: &mut Sink,
     ) -> Result<Generation, EngineError> {
-        let prompt = self.tokenize(&request.prompt, true);
-        let n_ctx = self.ctx.n_ctx() as usize;
+        let sequence = request.sequence;
+        self.check_sequence(sequence)?;
+        let prompt = match &request.prompt {
+            Prompt::Text(text) => self.tokenize(text, true),
+            Prompt::Tokens(tokens) => tokens.clone(),
+        };
+        let n_vocab = self.model.n_vocab();
+        if let Some(&bad) = prompt.iter().find(|&&t| t < 0 || t >= n_vocab) {
+            return Err(EngineError::BadToken {
+                token: bad,
+                vocab: n_vocab,
+            });
+        }
+        let n_ctx = self.window;
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -285,10 +447,10 @@ impl Session<'_> {
         }
         // Reuse the cached prefix, but always evaluate at least the last prompt token so there
         // are fresh logits to sample from.
-        let reused = common_prefix(&self.cache, &prompt).min(prompt.len() - 1);
-        self.truncate(reused)?;
+        let reused = common_prefix(&self.caches[sequence], &prompt).min(prompt.len() - 1);
+        self.truncate(sequence, reused)?;
         let started = Instant::now();
-        self.evaluate(&prompt[reused..])?;
+        self.evaluate(sequence, &prompt[reused..])?;
         let prompt_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
@@ -307,15 +469,16 @@ impl Session<'_> {
         let mut matcher = StopMatcher::new(&request.stop_strings);
         let mut text = String::new();
         let mut generated = 0usize;
+        let mut produced: Vec<Token> = Vec::new();
         let vocab = self.model.vocab();
-        // Sends a piece to the caller's callback and waits for its answer: `false` (or a caller
-        // that is gone) stops generation before the next token.
-        let emit = |chunk: &str, text: &mut String| -> bool {
+        // Sends a piece to the caller; `false` (the caller said stop, or is gone) stops
+        // generation before the next token.
+        let mut emit = |chunk: &str, text: &mut String| -> bool {
             if chunk.is_empty() {
                 return true;
             }
             text.push_str(chunk);
-            events.send(Event::Text(chunk.to_string())).is_ok() && proceed.recv().unwrap_or(false)
+            sink.text(chunk)
         };
         let tokenize = |bytes: &[u8]| token_ids(&vocab, bytes, false);
         let stop = loop {
@@ -328,7 +491,8 @@ impl Session<'_> {
             if room == 0 {
                 break StopReason::MaxTokens;
             }
-            if self.cache.len() >= n_ctx {
+            let held = self.caches[sequence].len();
+            if held >= n_ctx {
                 break StopReason::ContextFull;
             }
             // This step's tokens: those the grammar forces (evaluated in one batch), else one
@@ -337,7 +501,7 @@ impl Session<'_> {
                 .as_mut()
                 .map(|guide| guide.forced(tokenize))
                 .unwrap_or_default();
-            step.truncate(room.min(n_ctx - self.cache.len()));
+            step.truncate(room.min(n_ctx - held));
             if step.is_empty() {
                 step.push(match guide.as_mut() {
                     Some(guide) => guide.sample(&self.ctx, &mut sampler),
@@ -360,6 +524,7 @@ impl Session<'_> {
                 if vocab.is_eog(token) {
                     let piece = vocab.token_to_piece(token, true, None);
                     let piece = String::from_utf8_lossy(&piece).into_owned();
+                    produced.push(token.0);
                     ended = Some(StopReason::EndOfGeneration(piece));
                     break;
                 }
@@ -399,7 +564,8 @@ impl Session<'_> {
                 }
                 done += 1;
             }
-            self.evaluate(&step[..done])?;
+            self.evaluate(sequence, &step[..done])?;
+            produced.extend_from_slice(&step[..done]);
             if let Some(stop) = ended {
                 break stop;
             }
@@ -412,6 +578,7 @@ impl Session<'_> {
         }
         Ok(Generation {
             text,
+            tokens: produced,
             stop,
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
