@@ -37,8 +37,8 @@ fn registry() -> Registry {
     let mut reg = Registry::new();
     let spec = ToolSpec {
         name: "add".into(),
-        description: "adds two integers".into(),
-        input_schema: json!({
+        description: Some("adds two integers".into()),
+        parameters: json!({
             "type": "object",
             "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
             "required": ["a", "b"]

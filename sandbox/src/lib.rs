@@ -54,7 +54,7 @@ pub use grants::{Capabilities, Effective, Grant};
 pub use limits::{Limits, LimitsSpec};
 pub use output::truncate_with_marker;
 pub use pinned::{PinError, PinnedDir};
-pub use plugin::{CallContext, CallOutput, Content, Plugin, ToolSpec};
+pub use plugin::{CallContext, CallOutput, Content, ExportedTool, Plugin};
 pub use runtime::{PoolConfig, Sandbox, SandboxConfig, WallClock};
 
 /// The plugin API version this host implements (the WIT package version).

@@ -23,7 +23,7 @@ pub const LIST_TOOLS_DEADLINE: std::time::Duration = std::time::Duration::from_s
 
 /// One tool as the plugin describes it (MCP `Tool`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolSpec {
+pub struct ExportedTool {
     /// Name the model calls it by.
     pub name: String,
     /// What it does.
@@ -150,7 +150,7 @@ impl Plugin {
     ///
     /// # Errors
     /// [`ErrorKind::Inspect`] when the guest traps or hits a limit.
-    pub fn list_tools(&self) -> Result<Vec<ToolSpec>, Error> {
+    pub fn list_tools(&self) -> Result<Vec<ExportedTool>, Error> {
         let ctx = CallContext::with_limits(Limits {
             deadline: LIST_TOOLS_DEADLINE,
             ..Limits::default()
@@ -168,7 +168,7 @@ impl Plugin {
         Ok(specs
             .0
             .into_iter()
-            .map(|s| ToolSpec {
+            .map(|s| ExportedTool {
                 name: s.name,
                 description: s.description,
                 input_schema: s.input_schema,

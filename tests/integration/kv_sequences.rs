@@ -117,8 +117,8 @@ impl Backend for Recording {
 fn multiply_registry() -> Registry {
     let spec = ToolSpec {
         name: "multiply".into(),
-        description: "Multiplies two integers".into(),
-        input_schema: json!({
+        description: Some("Multiplies two integers".into()),
+        parameters: json!({
             "type": "object",
             "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
             "required": ["a", "b"]

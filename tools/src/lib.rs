@@ -26,6 +26,7 @@
 //! ```
 
 pub mod args;
+mod call;
 mod error;
 pub mod manifest;
 pub mod plugins;
@@ -35,8 +36,13 @@ mod schema;
 mod tool;
 
 pub use args::{ArgLimits, ArgumentError};
-pub use corral_sandbox::{CallError, CallOutput, Content, RuntimeError, RuntimeErrorKind};
+pub use call::{
+    CallControl, CallError, CallOutput, CancelToken, Content, RuntimeError, RuntimeErrorKind,
+};
+/// What the model is told about a tool: one type for the whole workspace, from the prompt
+/// formats that render it.
+pub use corral_prompts::ToolSpec;
 pub use error::{Error, ErrorKind};
 pub use registry::{is_tool_name, RegisterError, Registry, LLAMA_BUILTIN_TOOLS};
 pub use schema::{InputSchema, SchemaError, SchemaViolation};
-pub use tool::{FnTool, Tool, ToolSpec, WasmTool};
+pub use tool::{FnTool, Tool, WasmTool};

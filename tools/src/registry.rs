@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use corral_sandbox::{CallError, CallOutput};
+use crate::call::{CallError, CallOutput};
 use serde_json::Value;
 
 use crate::args::{parse_arguments, ArgLimits};
+use crate::call::CallControl;
 use crate::schema::InputSchema;
-use crate::tool::{Tool, ToolSpec};
+use crate::tool::Tool;
+use crate::ToolSpec;
 
 /// Llama 3.1's built-in tool names. The model may call them without their being offered; they
 /// work only when an installed plugin provides a tool of that name.
@@ -117,7 +119,7 @@ impl Registry {
                 existing: existing.to_owned(),
             });
         }
-        InputSchema::compile(&spec.input_schema).map_err(|reason| RegisterError::BadSchema {
+        InputSchema::compile(&spec.parameters).map_err(|reason| RegisterError::BadSchema {
             name: spec.name.clone(),
             reason: reason.to_string(),
         })
@@ -154,16 +156,21 @@ impl Registry {
         }
         let args = parse_arguments(raw_args, self.arg_limits)
             .map_err(|e| CallError::Tool(e.to_string()))?;
-        self.call_value(name, &args)
+        self.call_value(name, &args, &CallControl::none())
     }
 
     /// Calls tool `name` with arguments a parser already read (the agent's path: the parser
-    /// bounds what it reads). Unknown tools and schema violations come back as
-    /// [`CallError::Tool`], as with [`Registry::call`].
+    /// bounds what it reads), within `control`'s deadline and cancellation. Unknown tools and
+    /// schema violations come back as [`CallError::Tool`], as with [`Registry::call`].
     ///
     /// # Errors
     /// As [`Registry::call`].
-    pub fn call_value(&self, name: &str, args: &Value) -> Result<CallOutput, CallError> {
+    pub fn call_value(
+        &self,
+        name: &str,
+        args: &Value,
+        control: &CallControl,
+    ) -> Result<CallOutput, CallError> {
         let Some(entry) = self.tools.get(name) else {
             return Err(CallError::Tool(self.not_available(name)));
         };
@@ -171,7 +178,7 @@ impl Registry {
             .schema
             .validate(args)
             .map_err(|e| CallError::Tool(e.to_string()))?;
-        entry.tool.call(args)
+        entry.tool.call(args, control)
     }
 
     fn not_available(&self, name: &str) -> String {
@@ -194,14 +201,14 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::tool::FnTool;
-    use corral_sandbox::Content;
+    use crate::Content;
     use serde_json::json;
 
     fn echo(name: &str) -> Arc<dyn Tool> {
         let spec = ToolSpec {
             name: name.into(),
-            description: "echoes".into(),
-            input_schema: json!({
+            description: Some("echoes".into()),
+            parameters: json!({
                 "type": "object",
                 "properties": {"text": {"type": "string"}},
                 "required": ["text"],

@@ -1,36 +1,33 @@
 //! The [`Tool`] seam: anything the model can call.
+//!
+//! A tool takes the schema-valid arguments and a [`CallControl`] (the caller's deadline and
+//! cancellation) and answers with this crate's [`CallOutput`] or [`CallError`]. Nothing here
+//! knows wasmtime: [`WasmTool`] converts what the sandbox returns.
 
 use std::sync::Arc;
 
-use corral_sandbox::{CallContext, CallError, CallOutput, Content, Plugin};
+use corral_sandbox::{CallContext, Plugin};
 use serde_json::Value;
 
-/// What the model is told about a tool (name, description, JSON Schema of the arguments).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolSpec {
-    /// Name the model calls it by.
-    pub name: String,
-    /// What it does, for the model.
-    pub description: String,
-    /// JSON Schema of the arguments object.
-    pub input_schema: Value,
-}
+use crate::call::{CallControl, CallError, CallOutput, Content, RuntimeError, RuntimeErrorKind};
+use crate::ToolSpec;
 
 /// A tool the model may call: a sandboxed plugin ([`WasmTool`]), or anything else behind the
 /// same seam (a native closure in tests, later MCP servers and the code interpreter).
 ///
-/// The [`Registry`](crate::Registry) validates arguments against `spec().input_schema` before
+/// The [`Registry`](crate::Registry) validates arguments against `spec().parameters` before
 /// `call` runs, so implementations receive a schema-valid object.
 pub trait Tool: Send + Sync {
-    /// Name, description and input schema.
+    /// Name, description and JSON Schema of the arguments.
     fn spec(&self) -> &ToolSpec;
 
-    /// Runs the tool.
+    /// Runs the tool. It should stop by `control.deadline` and soon after `control.cancel` is
+    /// set, answering [`RuntimeErrorKind::Deadline`] or [`RuntimeErrorKind::Cancelled`].
     ///
     /// # Errors
     /// [`CallError::Tool`] for an error the model should read; [`CallError::Runtime`] when the
     /// tool failed in a way the model cannot fix.
-    fn call(&self, args: &Value) -> Result<CallOutput, CallError>;
+    fn call(&self, args: &Value, control: &CallControl) -> Result<CallOutput, CallError>;
 }
 
 /// A tool provided by a sandboxed plugin. Each call gets a fresh instance.
@@ -56,9 +53,69 @@ impl Tool for WasmTool {
         &self.spec
     }
 
-    fn call(&self, args: &Value) -> Result<CallOutput, CallError> {
-        self.plugin
-            .call(&self.spec.name, &args.to_string(), &self.context)
+    /// Cancellation is checked before the guest starts; a running guest stops at the sooner of
+    /// its own deadline and the caller's (the sandbox's epoch deadline interrupts it anywhere).
+    fn call(&self, args: &Value, control: &CallControl) -> Result<CallOutput, CallError> {
+        if let Some(stopped) = control.stopped() {
+            return Err(stopped);
+        }
+        let args = args.to_string();
+        match control.remaining() {
+            Some(left) if left < self.context.limits.deadline => {
+                let mut context = (*self.context).clone();
+                context.limits.deadline = left;
+                let result = self.plugin.call(&self.spec.name, &args, &context);
+                result.map(from_sandbox_output).map_err(|e| {
+                    let mut e = from_sandbox_error(e);
+                    if let CallError::Runtime(r) = &mut e {
+                        if r.kind == RuntimeErrorKind::Deadline {
+                            r.message = format!("the caller's deadline of {left:?}; {}", r.message);
+                        }
+                    }
+                    e
+                })
+            }
+            _ => self
+                .plugin
+                .call(&self.spec.name, &args, &self.context)
+                .map(from_sandbox_output)
+                .map_err(from_sandbox_error),
+        }
+    }
+}
+
+fn from_sandbox_output(out: corral_sandbox::CallOutput) -> CallOutput {
+    CallOutput {
+        content: out
+            .content
+            .into_iter()
+            .map(|c| match c {
+                corral_sandbox::Content::Text(t) => Content::Text(t),
+                corral_sandbox::Content::Json(v) => Content::Json(v),
+            })
+            .collect(),
+        truncated: out.truncated,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+fn from_sandbox_error(error: corral_sandbox::CallError) -> CallError {
+    use corral_sandbox::RuntimeErrorKind as Sandbox;
+    match error {
+        corral_sandbox::CallError::Tool(message) => CallError::Tool(message),
+        corral_sandbox::CallError::Runtime(e) => {
+            let kind = match e.kind {
+                Sandbox::Deadline => RuntimeErrorKind::Deadline,
+                Sandbox::Memory => RuntimeErrorKind::Memory,
+                Sandbox::StackOverflow => RuntimeErrorKind::StackOverflow,
+                Sandbox::WriteLimit => RuntimeErrorKind::WriteLimit,
+                Sandbox::InvalidResult => RuntimeErrorKind::InvalidResult,
+                Sandbox::Instantiate => RuntimeErrorKind::Instantiate,
+                _ => RuntimeErrorKind::Trap,
+            };
+            CallError::Runtime(RuntimeError::new(kind, e.message))
+        }
     }
 }
 
@@ -86,13 +143,12 @@ where
         &self.spec
     }
 
-    fn call(&self, args: &Value) -> Result<CallOutput, CallError> {
+    /// A closure runs to its end: the control is checked before it starts.
+    fn call(&self, args: &Value, control: &CallControl) -> Result<CallOutput, CallError> {
+        if let Some(stopped) = control.stopped() {
+            return Err(stopped);
+        }
         let text = (self.f)(args).map_err(CallError::Tool)?;
-        Ok(CallOutput {
-            content: vec![Content::Text(text)],
-            truncated: false,
-            stdout: String::new(),
-            stderr: String::new(),
-        })
+        Ok(CallOutput::text(text))
     }
 }

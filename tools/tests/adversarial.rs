@@ -217,6 +217,40 @@ fn an_infinite_loop_hits_the_deadline() {
 }
 
 #[test]
+fn the_callers_deadline_stops_a_guest_before_its_own_and_cancel_stops_it_starting() {
+    use corral_tools::{CallControl, CancelToken};
+    // The caller allows a tenth of the plugin's own deadline.
+    let caller = Duration::from_millis(DEADLINE_MS / 10);
+    let start = Instant::now();
+    let control = CallControl::within(caller, CancelToken::new());
+    let r = fixture()
+        .registry
+        .call_value("spin", &serde_json::json!({}), &control);
+    assert_eq!(runtime_kind(&r), RuntimeErrorKind::Deadline);
+    let Err(CallError::Runtime(e)) = &r else {
+        unreachable!()
+    };
+    assert!(e.message.starts_with("the caller's deadline of"), "{e}");
+    let took = start.elapsed();
+    assert!(
+        took < DEADLINE_BOUND,
+        "{took:?} (the caller allowed {caller:?})"
+    );
+
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let control = CallControl {
+        deadline: None,
+        cancel,
+    };
+    let r = fixture()
+        .registry
+        .call_value("counter", &serde_json::json!({}), &control);
+    assert_eq!(runtime_kind(&r), RuntimeErrorKind::Cancelled);
+    assert_healthy();
+}
+
+#[test]
 fn a_guest_blocked_in_a_host_call_hits_the_deadline() {
     let start = Instant::now();
     let r = call("sleep", "{}");

@@ -457,7 +457,7 @@ fn a_call_cannot_write_without_limit() {
     let args = serde_json::json!({ "path": "/w/panic", "mib": 300, "panic": true });
     match reg.call("flood", &args.to_string()) {
         Err(corral_tools::CallError::Runtime(e)) => {
-            assert_eq!(e.kind, corral_sandbox::RuntimeErrorKind::WriteLimit, "{e}");
+            assert_eq!(e.kind, corral_tools::RuntimeErrorKind::WriteLimit, "{e}");
             assert!(e.to_string().contains(&format!("{limit} bytes")), "{e}");
         }
         other => panic!("expected the write limit to stop the call: {other:?}"),

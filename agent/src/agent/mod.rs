@@ -27,7 +27,7 @@ use corral_prompts::{
     ControlTexts, Conversation, Format, Message, ParseErrorKind, ParseEvent, ParsedMessage,
     ToolCall, ToolChoice, ToolOutput,
 };
-use corral_tools::{CallError, Registry};
+use corral_tools::{CallControl, CallError, Registry};
 
 use corral_prompts::hermes::Hermes;
 use corral_prompts::llama31::{Llama31, Style};
@@ -95,8 +95,12 @@ pub struct TurnOptions {
     pub sampling: Sampling,
     /// Who decides about each call.
     pub policy: Policy,
-    /// Stops the turn (between tokens, and before each step and each call).
+    /// Stops the turn (between tokens, and before each step and each call); running tools
+    /// get it as their cancel signal.
     pub cancel: CancelToken,
+    /// Longest one call may run (`None`: each tool's own limit); a call past it is stopped and
+    /// the model reads that it timed out.
+    pub call_timeout: Option<std::time::Duration>,
 }
 
 impl Default for TurnOptions {
@@ -111,6 +115,7 @@ impl Default for TurnOptions {
             sampling: Sampling::default(),
             policy: Policy::default(),
             cancel: CancelToken::new(),
+            call_timeout: None,
         }
     }
 }
@@ -414,9 +419,14 @@ impl<'a> Agent<'a> {
                     .iter()
                     .map(|(id, call, run)| {
                         let registry = self.registry;
-                        let cancel = &options.cancel;
+                        let control = CallControl {
+                            deadline: options
+                                .call_timeout
+                                .and_then(|t| Instant::now().checked_add(t)),
+                            cancel: options.cancel.clone(),
+                        };
                         let cap = options.result_bytes;
-                        scope.spawn(move || execute(registry, id, call, *run, cancel, cap))
+                        scope.spawn(move || execute(registry, id, call, *run, &control, cap))
                     })
                     .collect();
                 handles
@@ -515,13 +525,7 @@ pub fn prompt_tools(registry: &Registry, only: Option<&[String]>) -> Vec<corral_
     registry
         .specs()
         .filter(|(spec, _)| only.is_none_or(|names| names.contains(&spec.name)))
-        .map(|(spec, _)| {
-            corral_prompts::ToolSpec::new(
-                spec.name.clone(),
-                spec.description.clone(),
-                spec.input_schema.clone(),
-            )
-        })
+        .map(|(spec, _)| spec.clone())
         .collect()
 }
 
@@ -550,7 +554,7 @@ fn execute(
     id: &str,
     call: &ToolCall,
     run: bool,
-    cancel: &CancelToken,
+    control: &CallControl,
     cap: usize,
 ) -> CallResult {
     let result = |ok, denied, content: String, seconds| CallResult {
@@ -561,7 +565,7 @@ fn execute(
         content,
         seconds,
     };
-    if cancel.is_cancelled() {
+    if control.cancel.is_cancelled() {
         return result(false, false, "error: cancelled before it ran".into(), 0.0);
     }
     if !run {
@@ -569,7 +573,7 @@ fn execute(
         return result(false, true, text, 0.0);
     }
     let started = Instant::now();
-    let outcome = registry.call_value(&call.name, &call.arguments);
+    let outcome = registry.call_value(&call.name, &call.arguments, control);
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(out) => result(true, false, output::for_model(&out, cap), seconds),

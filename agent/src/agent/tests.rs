@@ -28,8 +28,8 @@ fn registry() -> Registry {
     let mut reg = Registry::new();
     let add = ToolSpec {
         name: "add".into(),
-        description: "adds two integers".into(),
-        input_schema: json!({
+        description: Some("adds two integers".into()),
+        parameters: json!({
             "type": "object",
             "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
             "required": ["a", "b"],
@@ -45,8 +45,8 @@ fn registry() -> Registry {
     .unwrap();
     let echo = ToolSpec {
         name: "echo".into(),
-        description: "answers with `text`, or fails when it is `fail`".into(),
-        input_schema: json!({
+        description: Some("answers with `text`, or fails when it is `fail`".into()),
+        parameters: json!({
             "type": "object",
             "properties": {"text": {"type": "string"}},
             "required": ["text"]
@@ -404,4 +404,68 @@ fn a_tool_result_spelling_special_tokens_stays_plain() {
         assert_eq!(result.matches(token).count(), framing + inside, "{token}");
     }
     assert_eq!(r.outcome.stop, TurnStop::Answered);
+}
+
+/// Works until its caller's deadline (up to 5 s), checking it as a real tool should.
+struct Slow(ToolSpec);
+
+impl corral_tools::Tool for Slow {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+
+    fn call(
+        &self,
+        _args: &serde_json::Value,
+        control: &CallControl,
+    ) -> Result<corral_tools::CallOutput, CallError> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Some(stopped) = control.stopped() {
+                return Err(stopped);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(corral_tools::CallOutput::text("finished"))
+    }
+}
+
+#[test]
+fn a_call_past_its_deadline_is_stopped_and_the_model_reads_why() {
+    let mut reg = Registry::new();
+    let spec = ToolSpec {
+        name: "slow".into(),
+        description: Some("takes its time".into()),
+        parameters: json!({"type": "object"}),
+    };
+    reg.register(Arc::new(Slow(spec)), "builtin").unwrap();
+    let format = Llama31::new(Style::Template).with_date(Some("1 Dec 2026".into()));
+    let mut backend = ScriptedBackend::new([call("slow", json!({})), answer("it timed out")]);
+    let mut conversation =
+        Conversation::new(vec![Message::user("go")]).with_tools(prompt_tools(&reg, None));
+    let options = TurnOptions {
+        call_timeout: Some(Duration::from_millis(50)),
+        ..allow_all()
+    };
+    let mut events = Vec::new();
+    let started = std::time::Instant::now();
+    let outcome = Agent::new(&mut backend, &format, &reg).run_turn(
+        &mut conversation,
+        &options,
+        &mut |_| true,
+        &mut |e| events.push(e.clone()),
+    );
+    // Liveness, not speed: the tool alone would run 5 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (outcome.stop, outcome.steps, outcome.answer.as_str()),
+        (TurnStop::Answered, 2, "it timed out")
+    );
+    let got = results(&events);
+    assert_eq!(got.len(), 1);
+    assert!(!got[0].1 && got[0].2.contains("deadline"), "{got:?}");
 }

@@ -150,7 +150,7 @@ fn list(home: &Home) -> anyhow::Result<()> {
             println!(
                 "  {:<20} {}",
                 t.name,
-                strip_control(first_line(&t.description))
+                strip_control(first_line(t.description.as_deref().unwrap_or_default()))
             );
         }
     }

@@ -37,8 +37,6 @@ mod stop;
 mod utf8;
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use corral_prompts::ToolConstraint;
 
@@ -96,31 +94,9 @@ impl Sampling {
     }
 }
 
-/// Cancels a running generation from any thread (Ctrl-C, a UI, a deadline).
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    /// A token that is not cancelled.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Asks the generation to stop before its next token.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether cancellation was asked for.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Clears a previous cancellation so the token can be reused.
-    pub fn reset(&self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
+/// Cancels a running generation (or a turn, or a tool call) from any thread: one type for the
+/// whole workspace, from the tool seam.
+pub use corral_tools::CancelToken;
 
 /// What a generation continues.
 #[derive(Debug, Clone, PartialEq, Eq)]

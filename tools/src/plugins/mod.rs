@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, ErrorKind};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::registry::Registry;
-use crate::tool::{ToolSpec, WasmTool};
+use crate::tool::WasmTool;
+use crate::ToolSpec;
 
 pub use grants::{check_grant, Grants};
 use home::check_not_writable_by_others;

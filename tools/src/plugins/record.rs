@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
 use crate::registry::Registry;
-use crate::tool::ToolSpec;
+use crate::ToolSpec;
 
 /// Name of the record file inside a plugin folder.
 pub const RECORD_FILE: &str = "tools.json";
@@ -97,8 +97,8 @@ pub(crate) fn inspect(plugin: &Plugin, id: &str) -> Result<Vec<ToolSpec>, Error>
         })?;
         let tool = ToolSpec {
             name: spec.name,
-            description: spec.description,
-            input_schema,
+            description: Some(spec.description),
+            parameters: input_schema,
         };
         Registry::check(&tool, |name| {
             tools.iter().any(|t| t.name == name).then_some(id)
@@ -121,8 +121,8 @@ pub(crate) fn write(dir: &Path, id: &str, sha256: &str, tools: &[ToolSpec]) -> R
             .iter()
             .map(|t| RecordedTool {
                 name: t.name.clone(),
-                description: t.description.clone(),
-                input_schema: t.input_schema.clone(),
+                description: t.description.clone().unwrap_or_default(),
+                input_schema: t.parameters.clone(),
             })
             .collect(),
     };
@@ -181,13 +181,14 @@ pub(crate) fn read(dir: &Path, id: &str, sha256: &str) -> Result<Vec<ToolSpec>, 
         .into_iter()
         .map(|t| ToolSpec {
             name: t.name,
-            description: t.description,
-            input_schema: t.input_schema,
+            description: Some(t.description),
+            parameters: t.input_schema,
         })
         .collect();
     for t in &tools {
-        let schema_bytes = t.input_schema.to_string().len();
-        if t.description.len() > MAX_DESCRIPTION_BYTES || schema_bytes > MAX_SCHEMA_BYTES {
+        let schema_bytes = t.parameters.to_string().len();
+        let description_bytes = t.description.as_deref().map_or(0, str::len);
+        if description_bytes > MAX_DESCRIPTION_BYTES || schema_bytes > MAX_SCHEMA_BYTES {
             return Err(refused(format!(
                 "{}: tool `{}` is larger than a plugin may declare",
                 path.display(),
