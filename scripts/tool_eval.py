@@ -5,6 +5,8 @@ For each task it runs `corral run --json` and scores three things:
   call    the first call names the expected tool
   args    that call's arguments were valid (its result came back ok, and any expected
           argument value was given)
+  result  that call's result holds the expected answer (the arguments meant the right thing;
+          for the clock tasks, the same as args)
   answer  the text after the last result contains the expected answer
 
 Usage: scripts/tool_eval.py [--model NAME_OR_PATH] [--corral PATH] [--threads N] [--json OUT]
@@ -106,6 +108,11 @@ def run_task(corral, model, threads, task):
         for key, value in want_args.items():
             if value.lower() not in str(given.get(key, "")).lower():
                 args_ok = False
+    content = first_result.get("content", "") if first_result else ""
+    if want_answer is None:
+        result_ok = args_ok
+    else:
+        result_ok = args_ok and normalise(want_answer) in normalise(content)
     if want_answer is None:
         facts = clock_facts(first_result.get("content", "")) if first_result else []
         answer_ok = any(f.lower() in answer.lower() for f in facts)
@@ -118,6 +125,7 @@ def run_task(corral, model, threads, task):
         "arguments": first.get("arguments") if first else None,
         "call_ok": called,
         "args_ok": args_ok,
+        "result_ok": result_ok,
         "answer_ok": answer_ok,
         "answer": answer.strip(),
         "stop": finished.get("stop"),
@@ -142,13 +150,15 @@ def main():
             print(f"cannot run {args.corral}: {e}", file=sys.stderr)
             return 1
         rows.append(row)
-        marks = "".join("+" if row[k] else "-" for k in ("call_ok", "args_ok", "answer_ok"))
+        marks = "".join(
+            "+" if row[k] else "-" for k in ("call_ok", "args_ok", "result_ok", "answer_ok"))
         print(f"{i:2} {marks} {row['seconds']:6.1f}s {row['tool']:10} called={row['called']} "
               f"answer={row['answer'][:70]!r}", flush=True)
         if row["stderr"]:
             print(f"   stderr: {row['stderr']}", flush=True)
     n = len(rows)
-    for key, label in (("call_ok", "right tool"), ("args_ok", "valid arguments"), ("answer_ok", "right answer")):
+    for key, label in (("call_ok", "right tool"), ("args_ok", "valid arguments"),
+                       ("result_ok", "result holds the answer"), ("answer_ok", "right answer")):
         print(f"{label}: {sum(r[key] for r in rows)}/{n}")
     if args.json_out:
         with open(args.json_out, "w") as f:
