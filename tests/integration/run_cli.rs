@@ -106,6 +106,14 @@ fn bad_flags_are_usage_errors_before_any_model_loads() {
             vec!["--max-steps", "0", "x"],
             "--max-steps must be at least 1",
         ),
+        (
+            vec!["--call-timeout", "0", "x"],
+            "--call-timeout must be a positive number of seconds, got 0",
+        ),
+        (
+            vec!["--call-timeout=-1", "x"],
+            "--call-timeout must be a positive number of seconds, got -1",
+        ),
         (vec![" "], "the task is empty"),
     ] {
         let (code, events, stderr) = run(&home, &args);

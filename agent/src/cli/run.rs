@@ -45,12 +45,29 @@ pub struct RunArgs {
     /// Approve tools whose policy is to ask.
     #[arg(long)]
     pub yes: bool,
+    /// Stop any one tool call after this many seconds (default: each tool's own limit); the
+    /// model reads that it timed out.
+    #[arg(long = "call-timeout", value_name = "SECONDS")]
+    pub call_timeout: Option<f64>,
 }
 
 pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
     if args.max_steps == 0 {
         return Err(UsageError::new("--max-steps must be at least 1").into());
     }
+    let call_timeout = match args.call_timeout {
+        None => None,
+        Some(secs) => Some(
+            std::time::Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    UsageError::new(format!(
+                        "--call-timeout must be a positive number of seconds, got {secs}"
+                    ))
+                })?,
+        ),
+    };
     if args.task.trim().is_empty() {
         return Err(UsageError::new("the task is empty: corral run \"what to do\"").into());
     }
@@ -109,6 +126,7 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
         sampling,
         policy,
         cancel,
+        call_timeout,
         ..TurnOptions::default()
     };
     let mut conversation = Conversation::new(vec![Message::user(args.task.clone())]);
