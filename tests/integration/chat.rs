@@ -3,7 +3,7 @@
 //! `--stats` prints, after each answer, how many prompt tokens the model saw: that is how these
 //! tests see what the conversation held when it answered.
 
-use corral_tests::{default_model, run_corral_input};
+use corral_tests::{default_model, run_corral_env_input, run_corral_input};
 use serde_json::Value;
 
 /// One chat session (greedy, one thread, 1024 tokens of context) fed `lines`; returns stdout,
@@ -72,4 +72,67 @@ fn reset_clears_what_the_model_sees_and_exit_quits() {
         prompt_tokens(&fresh[0]),
         "{kept:?}"
     );
+}
+
+#[test]
+fn a_chat_session_is_saved_every_turn_and_resumed_with_its_language() {
+    let home = tempfile::tempdir().unwrap();
+    let home_dir = home.path().to_str().unwrap();
+    let model = default_model();
+    let args = [
+        "chat",
+        "--stats",
+        "--temperature",
+        "0",
+        "--threads",
+        "1",
+        "--ctx",
+        "1024",
+        "--session",
+        "s",
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    let env = [("TERM", "dumb"), ("CORRAL_HOME", home_dir)];
+    let (code, _, stderr) = run_corral_env_input(&args, &env, "/lang fr\nBonjour !\n/exit\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("(answers in French from now on)"),
+        "{stderr}"
+    );
+    let show = |name: &str| -> Value {
+        let (code, stdout, stderr) =
+            run_corral_env_input(&["session", "show", name, "--json"], &env, "");
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let saved = show("s");
+    assert_eq!(
+        (
+            saved["language"].as_str(),
+            saved["language_fixed"].as_bool()
+        ),
+        (Some("fr"), Some(true))
+    );
+    let messages = saved["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{saved}");
+    assert_eq!(messages[0]["content"], "Bonjour !");
+
+    // Resumed: the earlier exchange is in what the model sees, and the session grows.
+    let (code, _, stderr) = run_corral_env_input(&args, &env, "Et toi ?\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("(resumed session s: 2 messages)"),
+        "{stderr}"
+    );
+    let resumed: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let (_, _, fresh) = chat(&["Et toi ?"]);
+    assert!(
+        prompt_tokens(&resumed[0]) > prompt_tokens(&fresh[0]) + 5,
+        "{resumed:?} {fresh:?}"
+    );
+    assert_eq!(show("s")["messages"].as_array().unwrap().len(), 4);
 }

@@ -11,5 +11,6 @@ mod plain_text;
 mod prompt_cli;
 mod readme;
 mod run_cli;
+mod sessions;
 mod setup_script;
 mod tools_cli;

@@ -238,9 +238,9 @@ fn every_example_in_using_corral_runs_as_written() {
             }
         }
     }
-    // The section's examples: 9 `sh` lines and 4 transcript commands. A README edit that adds or
+    // The section's examples: 11 `sh` lines and 4 transcript commands. A README edit that adds or
     // drops one updates this count, so none goes unrun by mistake.
-    assert_eq!(ran, 13, "{blocks:#?}");
+    assert_eq!(ran, 15, "{blocks:#?}");
     let (_, listing, _) = sandbox.sh("corral model list");
     assert!(
         listing.contains("my-model\t") && listing.contains(&format!("{DEFAULT_MODEL}\t")),

@@ -58,6 +58,11 @@ impl Home {
         }
     }
 
+    /// The corral home (`CORRAL_HOME`) of this test.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub(crate) fn corral(&self, args: &[&str]) -> Output {
         Command::new(corral_bin())
             .args(args)

@@ -63,6 +63,15 @@ pub fn run_corral_input(args: &[&str], input: &str) -> (i32, String, String) {
     run(args, &[("TERM", "dumb")], Some(input))
 }
 
+/// Runs `corral` with `args`, `env` set and `input` on stdin; returns (exit code, stdout, stderr).
+pub fn run_corral_env_input(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &str,
+) -> (i32, String, String) {
+    run(args, env, Some(input))
+}
+
 fn run(args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
@@ -115,3 +124,18 @@ pub fn assert_one_error_line(result: &(i32, String, String), code: i32, needle: 
 
 pub mod gguf_fixture;
 pub mod http;
+
+/// Version `v` (0 or 1) of the session the crash test saves over and over (`save_sessions`):
+/// 3000 messages of about 400 bytes, each naming the version, so one save takes a while.
+pub fn crash_session(v: usize) -> corral::sessions::Session {
+    use corral_prompts::{Conversation, Message};
+    let messages = (0..3000)
+        .map(|i| Message::user(format!("version {v} message {i}: {}", "नमस्ते ".repeat(20))))
+        .collect();
+    corral::sessions::Session::new(
+        "crash",
+        "m",
+        Conversation::new(messages),
+        corral::memory::Memory::new(corral::memory::MemorySettings::for_window(1024, 64)),
+    )
+}

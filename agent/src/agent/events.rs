@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::memory::{MemoryReport, Regions};
+
 /// Why a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +50,21 @@ pub enum Event {
         /// What the model is given.
         content: String,
         /// Seconds the call took.
+        seconds: f64,
+    },
+    /// Memory made room before a model call: what it did and dropped, and the tokens per
+    /// region of the prompt that followed.
+    Memory {
+        /// What was done (`action`, `dropped`, `turns`, `summary_by`, tokens `before`/`after`).
+        #[serde(flatten)]
+        report: MemoryReport,
+        /// Turns evicted in the conversation so far.
+        evicted_turns: usize,
+        /// Tokens per region (`pinned`, `summary`, `recent`, `reserve`, `free`).
+        tokens: Regions,
+        /// Tokens kept in the KV cache by shifting them in place (0: evaluated again).
+        shifted: usize,
+        /// Seconds it took, summary included.
         seconds: f64,
     },
     /// The turn is over.

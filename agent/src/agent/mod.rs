@@ -36,6 +36,7 @@ use corral_prompts::FormatKind;
 use crate::engine::{
     Backend, CancelToken, GenerateRequest, ModelInfo, Prompt, Sampling, StopReason,
 };
+use crate::memory::{Measure, Memory, MemoryError, ModelSummariser, Summariser};
 pub use events::{Event, TurnStop};
 pub use transcript::Transcript;
 
@@ -156,6 +157,8 @@ pub struct Agent<'a> {
     next_call: usize,
     transcript: Transcript,
     sequence: usize,
+    memory: Option<Memory>,
+    summariser: Box<dyn Summariser + 'a>,
 }
 
 impl<'a> Agent<'a> {
@@ -167,6 +170,7 @@ impl<'a> Agent<'a> {
         registry: &'a Registry,
     ) -> Agent<'a> {
         let controls = ControlTexts::new(backend.info().control_tokens.iter().cloned());
+        let side = backend.info().sequences.saturating_sub(1);
         Agent {
             backend,
             format,
@@ -175,6 +179,8 @@ impl<'a> Agent<'a> {
             next_call: 0,
             transcript: Transcript::default(),
             sequence: 0,
+            memory: None,
+            summariser: Box::new(ModelSummariser { sequence: side }),
         }
     }
 
@@ -184,6 +190,44 @@ impl<'a> Agent<'a> {
     pub fn on_sequence(mut self, sequence: usize) -> Self {
         self.sequence = sequence;
         self
+    }
+
+    /// This agent keeping the conversation within the window with `memory` (without memory, a
+    /// prompt that does not fit is the engine's error). Summaries are written by the model on
+    /// the backend's last sequence ([`ModelSummariser`]) unless [`Agent::with_summariser`].
+    #[must_use]
+    pub fn with_memory(mut self, memory: Memory) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// This agent folding evicted turns into the summary with `summariser`.
+    #[must_use]
+    pub fn with_summariser(mut self, summariser: Box<dyn Summariser + 'a>) -> Self {
+        self.summariser = summariser;
+        self
+    }
+
+    /// This agent continuing from a saved transcript (a resumed session).
+    #[must_use]
+    pub fn with_transcript(mut self, transcript: Transcript) -> Self {
+        self.transcript = transcript;
+        self
+    }
+
+    /// The conversation's memory, when it has one.
+    pub fn memory(&self) -> Option<&Memory> {
+        self.memory.as_ref()
+    }
+
+    /// The memory, to change it between turns (`/lang de`, `/reset`).
+    pub fn memory_mut(&mut self) -> Option<&mut Memory> {
+        self.memory.as_mut()
+    }
+
+    /// The sequence this agent generates on.
+    pub fn sequence(&self) -> usize {
+        self.sequence
     }
 
     /// The backend, for work between turns (counting tokens, say).
@@ -329,15 +373,7 @@ impl<'a> Agent<'a> {
             (ToolChoice::None, _) => ToolChoice::None,
             _ => ToolChoice::Auto,
         };
-        let marked = conversation.plain_marked(&self.controls);
-        let rendered = self
-            .format
-            .render(&marked, true)
-            .map_err(|e| format!("cannot render the conversation: {e}"))?;
-        let tokens = self
-            .transcript
-            .prompt_for(&rendered, self.backend)
-            .map_err(|e| format!("cannot tokenize the conversation: {e}"))?;
+        let tokens = self.prompt_tokens(conversation, on_event)?;
         let constraint = self
             .format
             .constraint(conversation, &choice)
@@ -386,6 +422,76 @@ impl<'a> Agent<'a> {
             reused_tokens: generation.reused_tokens,
             generated_tokens: generation.generated_tokens,
         })
+    }
+
+    /// The ids of the next prompt: the conversation as memory lets the model see it, made to
+    /// fit first when it is over the high watermark (each action reported as a `memory` event).
+    fn prompt_tokens(
+        &mut self,
+        conversation: &Conversation,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Vec<crate::engine::Token>, String> {
+        let started = Instant::now();
+        if let Some(memory) = &mut self.memory {
+            memory.observe(conversation);
+        }
+        let mut reports = Vec::new();
+        loop {
+            let view = match &self.memory {
+                Some(memory) => memory.view(conversation),
+                None => conversation.clone(),
+            };
+            let marked = view.plain_marked(&self.controls);
+            let rendered = self
+                .format
+                .render(&marked, true)
+                .map_err(|e| format!("cannot render the conversation: {e}"))?;
+            let splits = message_starts(self.format, &marked, &rendered);
+            let shift = self
+                .memory
+                .as_ref()
+                .is_some_and(|m| m.settings.shift_in_place);
+            let tokens = self
+                .transcript
+                .prompt_for(&rendered, &splits, self.backend, self.sequence, shift)
+                .map_err(|e| format!("cannot tokenize the conversation: {e}"))?;
+            let shifted = self.transcript.shifted();
+            let Some(memory) = &mut self.memory else {
+                return Ok(tokens);
+            };
+            let mut measure = Measure {
+                backend: &mut *self.backend,
+                format: self.format,
+                controls: &self.controls,
+            };
+            if !memory.over(tokens.len()) {
+                let regions = memory
+                    .account(conversation, tokens.len(), &mut measure)
+                    .map_err(|e| e.to_string())?;
+                let seconds = started.elapsed().as_secs_f64();
+                for report in reports {
+                    on_event(&Event::Memory {
+                        report,
+                        evicted_turns: memory.evicted_turns,
+                        tokens: regions,
+                        shifted,
+                        seconds,
+                    });
+                }
+                return Ok(tokens);
+            }
+            match memory.make_room(
+                conversation,
+                tokens.len(),
+                &mut measure,
+                self.summariser.as_mut(),
+            ) {
+                Ok(report) => reports.push(report),
+                Err(e @ MemoryError::TooBig { .. }) | Err(e @ MemoryError::Measure(_)) => {
+                    return Err(e.to_string())
+                }
+            }
+        }
     }
 
     /// Decides and runs the calls of one reply, then the parse errors; results in call order.
@@ -505,7 +611,12 @@ pub fn format_for_template(
         ));
     };
     match corral_prompts::detect(template) {
-        Some(FormatKind::Llama3) => Ok(Box::new(Llama31::new(Style::Template))),
+        // Tools in the system message (the template's `tools_in_user_message=false`), so they
+        // stay in the pinned prefix when memory evicts the first turn.
+        Some(FormatKind::Llama3) => Ok(Box::new(Llama31 {
+            tools_in_user_message: false,
+            ..Llama31::new(Style::Template)
+        })),
         Some(FormatKind::ChatMl) => Hermes::new(template, "", "<|im_end|>")
             .map(|h| Box::new(h) as Box<dyn Format + Send + Sync>)
             .map_err(|e| format!("model {}: its ChatML template does not compile: {e}", name)),
@@ -527,6 +638,44 @@ pub fn prompt_tools(registry: &Registry, only: Option<&[String]>) -> Vec<corral_
         .filter(|(spec, _)| only.is_none_or(|names| names.contains(&spec.name)))
         .map(|(spec, _)| spec.clone())
         .collect()
+}
+
+/// Where messages start in `rendered`: where the format's rendering of the system message
+/// alone ends (the pinned prefix), and after each end-of-turn token outside plain-marked text.
+/// Tokenizing at these offsets gives the ids tokenizing the whole would.
+fn message_starts(format: &dyn Format, marked: &Conversation, rendered: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let system = usize::from(matches!(
+        marked.messages.first(),
+        Some(Message::System { .. })
+    ));
+    let head = Conversation {
+        messages: marked.messages[..system].to_vec(),
+        tools: marked.tools.clone(),
+        builtin_tools: marked.builtin_tools.clone(),
+    };
+    if let Ok(head) = format.render(&head, false) {
+        if !head.is_empty() && rendered.len() > head.len() && rendered.starts_with(&head) {
+            starts.push(head.len());
+        }
+    }
+    let ends = format.stop_tokens();
+    let mut depth = 0usize;
+    for (i, c) in rendered.char_indices() {
+        match c {
+            corral_prompts::plain::OPEN => depth += 1,
+            corral_prompts::plain::CLOSE => depth = depth.saturating_sub(1),
+            '<' if depth == 0 => {
+                if let Some(t) = ends.iter().find(|t| rendered[i..].starts_with(**t)) {
+                    starts.push(i + t.len());
+                }
+            }
+            _ => {}
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    starts
 }
 
 /// What one generation produced.

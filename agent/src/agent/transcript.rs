@@ -7,13 +7,24 @@
 //! (a word split differently, a special token's spelling read back as plain text), and the KV
 //! cache would be lost from the first differing id on.
 
+use serde::{Deserialize, Serialize};
+
 use crate::engine::{Backend, EngineError, Generation, StopReason, Token};
 
 /// Rendered text and the exact ids that stand for it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Marks record where the text and the ids split cleanly (each step's start and end, and the
+/// end of the pinned prefix), so a change in the middle re-tokenizes from the last mark before
+/// it, and a removal between two marks can be shifted out of the KV cache instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transcript {
     text: String,
     tokens: Vec<Token>,
+    /// (byte offset in `text`, index in `tokens`), ascending.
+    marks: Vec<(usize, usize)>,
+    /// Tokens the last prompt removed from the cache in place (0 when none).
+    #[serde(skip)]
+    shifted: usize,
 }
 
 impl Transcript {
@@ -27,27 +38,166 @@ impl Transcript {
         &self.text
     }
 
-    /// The ids of `rendered`, the whole prompt of the next step: the ids so far plus those of
-    /// the suffix when `rendered` continues the text so far, else (a conversation that was
-    /// reset or shortened) the whole prompt tokenized anew.
+    /// Tokens the last [`Transcript::prompt_for`] shifted out of the KV cache in place.
+    pub fn shifted(&self) -> usize {
+        self.shifted
+    }
+
+    /// The ids of `rendered`, the whole prompt of the next step:
+    /// - the ids so far plus those of the suffix, when `rendered` continues the text so far;
+    /// - when `shift` is on and `rendered` is the text so far with a span between two marks
+    ///   removed: the ids without that span, removed from `sequence`'s KV cache in place (the
+    ///   tokens after it shifted down, so they stay cached);
+    /// - else the ids up to the last mark both texts share, and the rest tokenized anew.
+    ///
+    /// `splits`, byte offsets of `rendered` where messages start (the end of the pinned prefix,
+    /// each end-of-turn token), become marks wherever text is tokenized anew, so a prompt
+    /// rebuilt from a saved or pre-filled conversation can shift too.
     ///
     /// # Errors
-    /// When the backend cannot tokenize.
+    /// When the backend cannot tokenize or refuses the removal.
     pub fn prompt_for(
         &mut self,
         rendered: &str,
+        splits: &[usize],
         backend: &mut dyn Backend,
+        sequence: usize,
+        shift: bool,
     ) -> Result<Vec<Token>, EngineError> {
-        match rendered.strip_prefix(self.text.as_str()) {
-            Some(suffix) if !self.tokens.is_empty() => {
-                let more = backend.tokenize_continuation(suffix)?;
-                self.tokens.extend(more);
+        self.shifted = 0;
+        if self.tokens.is_empty() {
+            self.tokenize_all(rendered, splits, backend)?;
+        } else if rendered.starts_with(self.text.as_str()) {
+            self.extend_to(rendered, splits, backend)?;
+        } else {
+            let common = common_prefix_bytes(&self.text, rendered);
+            if !(shift && self.remove_span(rendered, common, splits, backend, sequence)?) {
+                self.retokenize_from(rendered, common, splits, backend)?;
             }
-            _ => self.tokens = backend.tokenize(rendered, true)?,
         }
-        self.text.clear();
-        self.text.push_str(rendered);
         Ok(self.tokens.clone())
+    }
+
+    /// Tokenizes the rest of `rendered` (the text so far is its prefix) as a continuation, in
+    /// pieces at `splits`, marking each.
+    fn extend_to(
+        &mut self,
+        rendered: &str,
+        splits: &[usize],
+        backend: &mut dyn Backend,
+    ) -> Result<(), EngineError> {
+        let from = self.text.len();
+        let ends = splits
+            .iter()
+            .copied()
+            .filter(|&s| s > from && s < rendered.len() && rendered.is_char_boundary(s))
+            .chain([rendered.len()]);
+        for end in ends {
+            let piece = &rendered[self.text.len()..end];
+            if piece.is_empty() {
+                continue;
+            }
+            let more = backend.tokenize_continuation(piece)?;
+            self.tokens.extend(more);
+            self.text.push_str(piece);
+            self.mark();
+        }
+        Ok(())
+    }
+
+    fn mark(&mut self) {
+        let here = (self.text.len(), self.tokens.len());
+        if self.marks.last() != Some(&here) {
+            self.marks.push(here);
+        }
+    }
+
+    fn tokenize_all(
+        &mut self,
+        rendered: &str,
+        splits: &[usize],
+        backend: &mut dyn Backend,
+    ) -> Result<(), EngineError> {
+        self.text.clear();
+        self.marks = vec![(0, 0)];
+        // The first piece gets the BOS handling of a whole prompt; the rest continue it.
+        let first = splits
+            .iter()
+            .copied()
+            .find(|&s| s > 0 && s < rendered.len() && rendered.is_char_boundary(s))
+            .unwrap_or(rendered.len());
+        self.tokens = backend.tokenize(&rendered[..first], true)?;
+        self.text.push_str(&rendered[..first]);
+        self.mark();
+        self.extend_to(rendered, splits, backend)
+    }
+
+    /// Removes a span between two marks that makes the text a prefix of `rendered` (then
+    /// tokenizes what follows), when there is one: the smallest, as late as possible.
+    fn remove_span(
+        &mut self,
+        rendered: &str,
+        common: usize,
+        splits: &[usize],
+        backend: &mut dyn Backend,
+        sequence: usize,
+    ) -> Result<bool, EngineError> {
+        let text = self.text.as_str();
+        let found = self
+            .marks
+            .iter()
+            .rev()
+            .filter(|m| m.0 <= common)
+            .find_map(|&(at, from)| {
+                self.marks
+                    .iter()
+                    .filter(|m| m.0 > at && m.0 < text.len())
+                    .find(|m| rendered[at..].starts_with(&text[m.0..]))
+                    .map(|&(end, to)| (at, from, end, to))
+            });
+        let Some((at, from, end, to)) = found else {
+            return Ok(false);
+        };
+        if backend.cached_tokens(sequence) >= to {
+            backend.remove_tokens(sequence, from..to)?;
+        }
+        let (gone, removed) = (end - at, to - from);
+        self.tokens.drain(from..to);
+        self.text.replace_range(at..end, "");
+        self.marks.retain(|m| m.0 <= at || m.0 >= end);
+        for m in &mut self.marks {
+            if m.0 >= end {
+                m.0 -= gone;
+                m.1 -= removed;
+            }
+        }
+        self.marks.dedup();
+        self.shifted = removed;
+        self.extend_to(rendered, splits, backend)?;
+        Ok(true)
+    }
+
+    fn retokenize_from(
+        &mut self,
+        rendered: &str,
+        common: usize,
+        splits: &[usize],
+        backend: &mut dyn Backend,
+    ) -> Result<(), EngineError> {
+        let (at, keep) = self
+            .marks
+            .iter()
+            .rev()
+            .find(|m| m.0 <= common)
+            .copied()
+            .unwrap_or((0, 0));
+        if keep == 0 {
+            return self.tokenize_all(rendered, splits, backend);
+        }
+        self.tokens.truncate(keep);
+        self.text.truncate(at);
+        self.marks.retain(|m| m.0 <= at);
+        self.extend_to(rendered, splits, backend)
     }
 
     /// Adds what the model generated after the last prompt. A reply that ended on its own end
@@ -60,14 +210,25 @@ impl Transcript {
                 self.text.push_str(&generation.text);
                 self.text.push_str(end);
                 self.tokens.extend_from_slice(&generation.tokens);
+                self.mark();
             }
             StopReason::MaxTokens => {
                 self.text.push_str(&generation.text);
                 self.tokens.extend_from_slice(&generation.tokens);
+                self.mark();
             }
             _ => {}
         }
     }
+}
+
+/// Bytes two texts share at the start, at a char boundary.
+fn common_prefix_bytes(a: &str, b: &str) -> usize {
+    let mut n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    while !a.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -90,7 +251,9 @@ mod tests {
             ScriptedReply::ending_with("ok", "<e>"),
         ]);
         let mut transcript = Transcript::default();
-        let first = transcript.prompt_for("<u>q", &mut backend).unwrap();
+        let first = transcript
+            .prompt_for("<u>q", &[], &mut backend, 0, true)
+            .unwrap();
         let generation = generate(&mut backend, first);
         transcript.record(&generation);
         assert_eq!(transcript.text(), "<u>qhi<e>");
@@ -99,7 +262,7 @@ mod tests {
         let sampled_marker = transcript.tokens.len() - 1;
         transcript.tokens[sampled_marker] = 7;
         let second = transcript
-            .prompt_for("<u>qhi<e><u>more", &mut backend)
+            .prompt_for("<u>qhi<e><u>more", &[], &mut backend, 0, true)
             .unwrap();
         assert_eq!(second[sampled_marker], 7);
         assert_eq!(second.len(), "<u>qhi<e><u>more".len());
@@ -109,10 +272,58 @@ mod tests {
     fn a_prompt_that_does_not_continue_the_text_is_tokenized_anew() {
         let mut backend = ScriptedBackend::new([ScriptedReply::ending_with("hi", "<e>")]);
         let mut transcript = Transcript::default();
-        let first = transcript.prompt_for("<u>q", &mut backend).unwrap();
+        let first = transcript
+            .prompt_for("<u>q", &[], &mut backend, 0, true)
+            .unwrap();
         transcript.record(&generate(&mut backend, first));
-        let fresh = transcript.prompt_for("<u>other", &mut backend).unwrap();
+        let fresh = transcript
+            .prompt_for("<u>other", &[], &mut backend, 0, true)
+            .unwrap();
         assert_eq!(fresh, backend.tokenize("<u>other", true).unwrap());
         assert_eq!(transcript.text(), "<u>other");
+    }
+
+    #[test]
+    fn a_span_removed_between_marks_is_shifted_out_of_the_cache() {
+        let mut backend = ScriptedBackend::new([
+            ScriptedReply::ending_with("a1", "<e>"),
+            ScriptedReply::ending_with("a2", "<e>"),
+            ScriptedReply::ending_with("a3", "<e>"),
+        ]);
+        let mut t = Transcript::default();
+        // "<s>" is the pinned prefix: `split` marks its end.
+        let p1 = t
+            .prompt_for("<s><u>one", &[3], &mut backend, 0, true)
+            .unwrap();
+        t.record(&generate(&mut backend, p1));
+        let p2 = t
+            .prompt_for("<s><u>onea1<e><u>two", &[], &mut backend, 0, true)
+            .unwrap();
+        t.record(&generate(&mut backend, p2));
+        let cached = backend.cached_tokens(0);
+        // Evict the first exchange: the text loses "<u>onea1<e>", between two marks.
+        let p3 = t
+            .prompt_for("<s><u>twoa2<e><u>three", &[], &mut backend, 0, true)
+            .unwrap();
+        assert_eq!(t.shifted(), "<u>onea1<e>".len());
+        assert_eq!(backend.cached_tokens(0), cached - "<u>onea1<e>".len());
+        let g = generate(&mut backend, p3.clone());
+        // Everything the cache held after the removal is reused.
+        assert_eq!(g.reused_tokens, "<s><u>twoa2".len());
+        assert_eq!(t.text(), "<s><u>twoa2<e><u>three");
+        // Without the shift, the same removal re-tokenizes from the pinned mark.
+        let mut u = Transcript::default();
+        let mut backend = ScriptedBackend::new([ScriptedReply::ending_with("a1", "<e>")]);
+        let p1 = u
+            .prompt_for("<s><u>one", &[3], &mut backend, 0, false)
+            .unwrap();
+        u.record(&generate(&mut backend, p1));
+        u.tokens[0] = 9; // an id only the kept prefix has
+        let p2 = u
+            .prompt_for("<s><u>two", &[], &mut backend, 0, false)
+            .unwrap();
+        assert_eq!(u.shifted(), 0);
+        assert_eq!(p2[0], 9, "the ids before the last shared mark are kept");
+        assert_eq!(p2.len(), "<s><u>two".len());
     }
 }

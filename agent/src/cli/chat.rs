@@ -3,20 +3,21 @@
 //! Each line is one agent turn ([`crate::agent`]): the model's text streams to stdout, and each
 //! tool call shows on one line on stderr (name, short result or error, duration). Tools from
 //! builtin plugins run; other installed tools ask first on a terminal and are refused when the
-//! input is not one. Plugins that need a folder are offered once one is granted (`files`). The prompt format is the model's own ([`format_for_model`]). The full REPL
-//! (sessions, commands, memory) builds on this.
+//! input is not one. Plugins that need a folder are offered once one is granted (`files`). The prompt format is the model's own ([`format_for_model`]). Memory keeps the
+//! conversation inside the window ([`crate::memory`]); `--session NAME` saves it after every turn.
 
 use std::io::IsTerminal;
 
 use clap::Args;
-use corral_prompts::{Conversation, Format, Message, Role};
+use corral_prompts::{Conversation, Message};
 use corral_tools::sanitize::strip_control;
 use rustyline::error::ReadlineError;
 
 use super::run::{agent_tools, ask, show_event, AgentTools};
+use super::sessions::{self, SessionFlags};
 use super::{session, GlobalOpts};
 use crate::agent::{format_for_model, prompt_tools, Agent, Event, Policy, TurnOptions, TurnStop};
-use crate::engine::Backend;
+use crate::memory::{Language, Memory, MemorySettings};
 
 /// Arguments of `corral chat`.
 #[derive(Debug, Default, Args)]
@@ -28,6 +29,9 @@ pub struct ChatArgs {
     /// Chat without tools.
     #[arg(long = "no-tools")]
     pub no_tools: bool,
+    /// Saved conversations.
+    #[command(flatten)]
+    pub session: SessionFlags,
 }
 
 /// Where the chat's lines come from: the line editor on a terminal; plain lines from a pipe or a
@@ -89,6 +93,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     } else {
         agent_tools()?
     };
+    let loaded = args.session.load()?;
     let mut backend = session::open_backend(global)?;
     let format = format_for_model(backend.info()).map_err(anyhow::Error::msg)?;
     let tools = prompt_tools(&registry, Some(&offered));
@@ -100,10 +105,17 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             c.with_tools(tools.clone())
         }
     };
-    let mut conversation = fresh();
-    // One answer may take at most a quarter of the window (and 1024 tokens), so a rambling
-    // reply cannot crowd out the conversation.
-    let reply_budget = (backend.info().context_tokens / 4).clamp(16, 1024);
+    let window = backend.info().context_tokens;
+    let reply_budget = super::reply_budget(window);
+    let mut opened =
+        loaded.map(|l| l.open(&backend.info().name, window, reply_budget, tools.clone()));
+    let (mut conversation, memory) = match &opened {
+        Some(o) => (o.session.conversation.clone(), o.session.memory.clone()),
+        None => (
+            fresh(),
+            Memory::new(MemorySettings::for_window(window, reply_budget)),
+        ),
+    };
     let options = TurnOptions {
         max_tokens: Some(reply_budget),
         sampling,
@@ -115,8 +127,8 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let interactive = std::io::stdin().is_terminal();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
     eprintln!(
-        "corral chat with {} ({} tokens of context; tools: {}). /reset clears, /exit or Ctrl-D \
-         quits; Ctrl-C stops an answer.",
+        "corral chat with {} ({} tokens of context; tools: {}). /reset clears, /lang CODE|auto \
+         sets the language, /exit or Ctrl-D quits; Ctrl-C stops an answer.",
         backend.info().name,
         backend.info().context_tokens,
         if names.is_empty() {
@@ -126,7 +138,17 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
         }
     );
     // One agent for the whole chat: it keeps the conversation's token ids between turns.
-    let mut agent = Agent::new(backend.as_mut(), format.as_ref(), &registry);
+    let mut agent = Agent::new(backend.as_mut(), format.as_ref(), &registry).with_memory(memory);
+    if let Some(o) = &opened {
+        let saved = o.session.conversation.messages.len();
+        if saved > 0 {
+            eprintln!("(resumed session {}: {saved} messages)", o.session.name);
+        }
+        agent = agent.with_transcript(o.session.transcript.clone());
+        if args.session.session_kv {
+            sessions::restore_kv(o, agent.backend(), 0);
+        }
+    }
     loop {
         let line = match input.read_line() {
             Ok(Some(line)) => line,
@@ -140,24 +162,24 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             "/exit" | "/quit" => break,
             "/reset" => {
                 conversation = fresh();
+                if let Some(memory) = agent.memory_mut() {
+                    memory.reset();
+                }
+                if let Some(o) = &mut opened {
+                    sessions::save(o, &conversation, &mut agent, false)?;
+                }
                 eprintln!("(conversation cleared)");
                 continue;
             }
             _ => {}
         }
+        if let Some(arg) = text.strip_prefix("/lang") {
+            set_language(&mut agent, arg.trim());
+            continue;
+        }
         input.remember(text);
         let kept = conversation.messages.len();
         conversation.messages.push(Message::user(text));
-        if let Err(e) = fit(
-            format.as_ref(),
-            &mut conversation,
-            agent.backend(),
-            reply_budget,
-        ) {
-            conversation.messages.truncate(kept);
-            eprintln!("error: {e}");
-            continue;
-        }
         options.cancel.reset();
         let mut stdout = std::io::stdout().lock();
         let stats = args.stats;
@@ -180,41 +202,50 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
             }
             _ => eprintln!("({})", strip_control(&outcome.reason.unwrap_or_default())),
         }
+        if let Some(o) = &mut opened {
+            if let Err(e) = sessions::save(o, &conversation, &mut agent, args.session.session_kv) {
+                eprintln!("error: {e:#}");
+            }
+        }
     }
     Ok(())
 }
 
-/// Drops the oldest exchanges (a user message and all that answered it) until the prompt plus
-/// a reply of `reply_budget` tokens fits the context window. The newest user message stays.
-///
-/// # Errors
-/// The conversation cannot be rendered, or the newest message alone does not fit.
-fn fit(
-    format: &dyn Format,
-    conversation: &mut Conversation,
-    backend: &mut dyn Backend,
-    reply_budget: usize,
-) -> anyhow::Result<()> {
-    let window = backend.info().context_tokens;
-    loop {
-        let prompt = format.render(conversation, true)?;
-        let tokens = backend.tokenize(&prompt, true)?.len();
-        if tokens + reply_budget <= window {
-            return Ok(());
+/// `/lang CODE` fixes the language the model answers in; `/lang auto` goes back to detecting
+/// it; `/lang` alone shows it.
+fn set_language(agent: &mut Agent<'_>, arg: &str) {
+    let Some(memory) = agent.memory_mut() else {
+        return;
+    };
+    match arg {
+        "" => eprintln!(
+            "(language: {}{})",
+            memory
+                .language
+                .current
+                .map_or("not known yet", |l| l.english_name()),
+            if memory.language.fixed {
+                ", fixed"
+            } else {
+                ", detected"
+            }
+        ),
+        "auto" => {
+            memory.language.unfix();
+            eprintln!("(the language is detected from your messages again)");
         }
-        let users: Vec<usize> = conversation
-            .messages
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.role() == Role::User)
-            .map(|(i, _)| i)
-            .collect();
-        let [first, second, ..] = users[..] else {
-            anyhow::bail!(
-                "the message is {tokens} tokens; with room for the answer it does not fit in the \
-                 {window}-token context: shorten it or raise --ctx"
-            );
-        };
-        conversation.messages.drain(first..second);
+        other => match Language::parse(other) {
+            Some(lang) => {
+                memory.set_language(lang);
+                eprintln!("(answers in {} from now on)", lang.english_name());
+            }
+            None => {
+                let codes: Vec<&str> = Language::ALL.iter().map(|l| l.code()).collect();
+                eprintln!(
+                    "error: /lang {other}: not one of Llama 3.1's languages ({}) or auto",
+                    codes.join(", ")
+                );
+            }
+        },
     }
 }

@@ -11,6 +11,7 @@ mod model;
 pub mod prompt;
 mod run;
 mod session;
+mod sessions;
 pub mod stdin;
 pub mod tools;
 
@@ -142,12 +143,21 @@ pub enum Command {
     Tools(tools::ToolsCommand),
     /// Run one task with tools, non-interactively, and print the answer.
     Run(run::RunArgs),
+    /// List, show and remove saved conversations (`--session NAME`).
+    #[command(subcommand)]
+    Session(sessions::SessionCommand),
 }
 
 impl Default for Command {
     fn default() -> Self {
         Command::Chat(chat::ChatArgs::default())
     }
+}
+
+/// Tokens one answer may take (and memory keeps free for it): a quarter of the window, at most
+/// 1024, so a rambling reply cannot crowd out the conversation.
+pub(crate) fn reply_budget(window: usize) -> usize {
+    (window / 4).clamp(16, 1024)
 }
 
 /// A mistake in what the user asked for (bad flag value, bad input): exit code 2.
@@ -206,6 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prompt(command) => prompt::run(command, &cli.global),
         Command::Tools(command) => tools::run(command, &cli.global),
         Command::Run(args) => return run::run(&args, &cli.global),
+        Command::Session(command) => sessions::run(command),
     };
     done.map(|()| 0)
 }

@@ -16,11 +16,13 @@ use corral_prompts::{Conversation, Message, ToolCall, ToolChoice};
 use corral_tools::sanitize::strip_control;
 use corral_tools::{plugins, Registry};
 
+use super::sessions::{self, SessionFlags};
 use super::tools::{home, sandbox, tools_error, warn_all};
 use super::{session, GlobalOpts, UsageError};
 use crate::agent::{
     format_for_model, prompt_tools, Agent, Decision, Event, Policy, TurnOptions, TurnStop,
 };
+use crate::memory::{Memory, MemorySettings, SummaryBy};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -49,6 +51,9 @@ pub struct RunArgs {
     /// model reads that it timed out.
     #[arg(long = "call-timeout", value_name = "SECONDS")]
     pub call_timeout: Option<f64>,
+    /// Saved conversations.
+    #[command(flatten)]
+    pub session: SessionFlags,
 }
 
 pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
@@ -117,10 +122,15 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
         .into());
     }
 
+    let loaded = args.session.load()?;
     let mut backend = session::open_backend(global)?;
     let format = format_for_model(backend.info()).map_err(anyhow::Error::msg)?;
     let cancel = session::cancel_on_ctrl_c();
+    let window = backend.info().context_tokens;
+    let reserve = super::reply_budget(window);
+    let mut opened = loaded.map(|l| l.open(&backend.info().name, window, reserve, tools.clone()));
     let options = TurnOptions {
+        max_tokens: Some(reserve),
         max_steps: args.max_steps,
         tool_choice,
         sampling,
@@ -129,10 +139,19 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
         call_timeout,
         ..TurnOptions::default()
     };
-    let mut conversation = Conversation::new(vec![Message::user(args.task.clone())]);
-    if !tools.is_empty() {
-        conversation = conversation.with_tools(tools);
-    }
+    let (mut conversation, memory) = match &opened {
+        Some(o) => (o.session.conversation.clone(), o.session.memory.clone()),
+        None => {
+            let c = Conversation::new(Vec::new());
+            let c = if tools.is_empty() {
+                c
+            } else {
+                c.with_tools(tools)
+            };
+            (c, Memory::new(MemorySettings::for_window(window, reserve)))
+        }
+    };
+    conversation.push(Message::user(args.task.clone()));
     let interactive = std::io::stdin().is_terminal();
     let yes = args.yes;
     let mut approve = |call: &ToolCall| yes || (interactive && ask(call));
@@ -148,10 +167,17 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
         }
         show_event(&mut stdout, event);
     };
-    let outcome = {
-        let mut agent = Agent::new(backend.as_mut(), format.as_ref(), &registry);
-        agent.run_turn(&mut conversation, &options, &mut approve, &mut on_event)
-    };
+    let mut agent = Agent::new(backend.as_mut(), format.as_ref(), &registry).with_memory(memory);
+    if let Some(o) = &opened {
+        agent = agent.with_transcript(o.session.transcript.clone());
+        if args.session.session_kv {
+            sessions::restore_kv(o, agent.backend(), 0);
+        }
+    }
+    let outcome = agent.run_turn(&mut conversation, &options, &mut approve, &mut on_event);
+    if let Some(o) = &mut opened {
+        sessions::save(o, &conversation, &mut agent, args.session.session_kv)?;
+    }
     if !json {
         if let Some(reason) = &outcome.reason {
             eprintln!("error: {}", strip_control(reason));
@@ -220,6 +246,28 @@ pub(super) fn show_event(out: &mut impl Write, event: &Event) {
             seconds,
             ..
         } => eprintln!("{}", tool_line(name, *ok, content, *seconds)),
+        Event::Memory { report, tokens, .. } => {
+            let summary = match report.summary_by {
+                SummaryBy::None => String::new(),
+                SummaryBy::Model => "; summarised by the model".to_owned(),
+                SummaryBy::Fallback => format!(
+                    "; summarised by first sentences ({})",
+                    report
+                        .summary_error
+                        .as_deref()
+                        .unwrap_or("the model failed")
+                ),
+            };
+            eprintln!(
+                "[memory] {:?}: {}{summary} (tokens: pinned {}, summary {}, recent {}, free {})",
+                report.action,
+                report.dropped,
+                tokens.pinned,
+                tokens.summary,
+                tokens.recent,
+                tokens.free
+            );
+        }
         Event::TurnFinished { .. } => {
             let _ = writeln!(out);
         }

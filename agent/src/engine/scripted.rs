@@ -37,14 +37,28 @@ impl ScriptedReply {
     }
 }
 
+/// Answers a prompt (plain marks removed) once the canned replies are used up.
+pub type Responder = Box<dyn FnMut(&str) -> ScriptedReply + Send>;
+
 /// Test double for [`Backend`].
-#[derive(Debug)]
 pub struct ScriptedBackend {
     info: ModelInfo,
     replies: VecDeque<ScriptedReply>,
+    responder: Option<Responder>,
     prompts: Vec<String>,
     raw_prompts: Vec<String>,
     caches: Vec<Vec<Token>>,
+}
+
+impl std::fmt::Debug for ScriptedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedBackend")
+            .field("info", &self.info)
+            .field("replies", &self.replies.len())
+            .field("responder", &self.responder.is_some())
+            .field("prompts", &self.prompts.len())
+            .finish()
+    }
 }
 
 impl ScriptedBackend {
@@ -60,6 +74,7 @@ impl ScriptedBackend {
                 sequences: 1,
             },
             replies: replies.into_iter().collect(),
+            responder: None,
             prompts: Vec::new(),
             raw_prompts: Vec::new(),
             caches: vec![Vec::new()],
@@ -82,6 +97,25 @@ impl ScriptedBackend {
                 sequence,
                 sequences,
             })
+    }
+
+    /// This backend answering with `responder` once the canned replies are used up.
+    #[must_use]
+    pub fn with_responder(
+        mut self,
+        responder: impl FnMut(&str) -> ScriptedReply + Send + 'static,
+    ) -> Self {
+        self.responder = Some(Box::new(responder));
+        self
+    }
+
+    /// This backend with a `tokens`-token window: a prompt that does not fit, or a reply that
+    /// would run past it, fails as the real engine does.
+    #[must_use]
+    pub fn with_context_tokens(mut self, tokens: usize) -> Self {
+        self.info.context_tokens = tokens;
+        self.info.trained_context_tokens = tokens;
+        self
     }
 
     /// This backend claiming a vocabulary with these control tokens.
@@ -154,14 +188,23 @@ impl Backend for ScriptedBackend {
             Prompt::Tokens(tokens) => tokens.clone(),
         };
         let raw = Self::text_of(&prompt)?;
+        let context = self.info.context_tokens;
+        if prompt.len() >= context {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt.len(),
+                context,
+            });
+        }
         self.prompts
             .push(corral_prompts::plain::unmark(&raw).into_owned());
         self.raw_prompts.push(raw);
         let reused = common_prefix(self.cache_mut(request.sequence)?, &prompt);
-        let reply = self
-            .replies
-            .pop_front()
-            .ok_or(EngineError::ScriptExhausted)?;
+        let reply = match (self.replies.pop_front(), self.responder.as_mut()) {
+            (Some(reply), _) => reply,
+            (None, Some(responder)) => responder(self.prompts.last().map_or("", String::as_str)),
+            (None, None) => return Err(EngineError::ScriptExhausted),
+        };
+        let room = context - prompt.len();
         let mut matcher = StopMatcher::new(&request.stop_strings);
         let mut text = String::new();
         let mut generated = 0;
@@ -171,7 +214,7 @@ impl Backend for ScriptedBackend {
                 stop = StopReason::Cancelled;
                 break;
             }
-            if request.max_tokens.is_some_and(|max| generated >= max) {
+            if request.max_tokens.is_some_and(|max| generated >= max) || generated >= room {
                 stop = StopReason::MaxTokens;
                 break;
             }
