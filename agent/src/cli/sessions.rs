@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use corral_prompts::{Conversation, Message, ToolOutput, ToolSpec};
+use corral_prompts::{Conversation, Message, ToolSpec};
 use serde_json::{json, Value};
 
 use super::UsageError;
@@ -129,10 +129,7 @@ fn content_of(message: &Message) -> String {
     match message {
         Message::System { content } | Message::User { content } => content.clone(),
         Message::Assistant { content, .. } => content.clone(),
-        Message::Tool { content, .. } => match content {
-            ToolOutput::Text(t) => t.clone(),
-            ToolOutput::Json(v) => v.to_string(),
-        },
+        Message::Tool { content, .. } => crate::memory::tool_text(content),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::ops::ControlFlow;
 
-use corral_prompts::{Conversation, Message, ToolOutput};
+use corral_prompts::{Conversation, Message};
 use unicode_segmentation::UnicodeSegmentation;
 
 use super::{Language, Measure};
@@ -136,10 +136,7 @@ fn transcript(messages: &[Message], cap: usize) -> String {
                 }
             }
             Message::Tool { content, .. } => {
-                let text = match content {
-                    ToolOutput::Text(t) => t.clone(),
-                    ToolOutput::Json(v) => v.to_string(),
-                };
+                let text = super::tool_text(content);
                 lines.push(format!(
                     "Tool result: {}",
                     first_sentence(&text, cap.min(200))
