@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod memory;
 pub mod model;

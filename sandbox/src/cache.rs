@@ -18,7 +18,7 @@
 //! component is compiled from source again, which then rewrites the artifact.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -185,31 +185,11 @@ fn libc_o_nofollow() -> i32 {
 /// # Errors
 /// What is wrong, naming the path.
 pub(crate) fn check_private(path: &Path, dir: bool) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        return Err(format!("{} is a symbolic link", path.display()));
-    }
-    if dir && !ft.is_dir() {
-        return Err(format!("{} is not a folder", path.display()));
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(format!(
-            "{} is owned by uid {}, not by this user (uid {me})",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by other users (mode {:o})",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    Ok(())
+    let expect = crate::private::Expect {
+        dir,
+        ..Default::default()
+    };
+    crate::private::check_private(path, expect).map_err(|e| e.to_string())
 }
 
 fn read_no_follow(path: &Path) -> Result<Vec<u8>, String> {

@@ -86,6 +86,8 @@ pub enum RuntimeErrorKind {
     InvalidResult,
     /// The host could not instantiate the component.
     Instantiate,
+    /// The caller cancelled the call ([`crate::CallContext::with_cancel`]).
+    Cancelled,
 }
 
 impl fmt::Display for CallError {
@@ -107,6 +109,7 @@ impl fmt::Display for RuntimeError {
             RuntimeErrorKind::Trap => "the tool crashed",
             RuntimeErrorKind::InvalidResult => "the tool returned a malformed result",
             RuntimeErrorKind::Instantiate => "the tool could not be started",
+            RuntimeErrorKind::Cancelled => "the call was cancelled and the tool stopped",
         };
         if self.message.is_empty() {
             f.write_str(what)

@@ -45,6 +45,7 @@ pub mod limits;
 mod output;
 mod pinned;
 mod plugin;
+pub mod private;
 mod runtime;
 mod write_quota;
 

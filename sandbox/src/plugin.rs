@@ -62,6 +62,7 @@ pub struct CallContext {
     pub limits: Limits,
     rights: Effective,
     dirs: Arc<[PinnedDir]>,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl CallContext {
@@ -80,7 +81,16 @@ impl CallContext {
             limits,
             rights,
             dirs: dirs.into(),
+            cancel: None,
         })
+    }
+
+    /// This context with a cancel flag: once it is set, a running guest stops within an
+    /// epoch tick (computing or blocked in a host call) with [`RuntimeErrorKind::Cancelled`].
+    #[must_use]
+    pub fn with_cancel(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> CallContext {
+        self.cancel = Some(flag);
+        self
     }
 
     /// Default rights (none) with these limits.
@@ -308,8 +318,28 @@ impl Plugin {
             .as_nanos()
             .div_ceil(EPOCH_TICK.as_nanos())
             .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        let ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        match ctx.cancel.clone() {
+            None => {
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            Some(flag) => {
+                // Wake every tick to look at the flag; trap as the deadline would at its end.
+                let mut left = ticks;
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    left = left.saturating_sub(1);
+                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        Err(wasmtime::Error::new(CancelledByCaller))
+                    } else if left == 0 {
+                        Err(Trap::Interrupt.into())
+                    } else {
+                        Ok(wasmtime::UpdateDeadline::Continue(1))
+                    }
+                });
+            }
+        }
 
         let work = async {
             let bindings = self.pre.instantiate_async(&mut store).await?;
@@ -317,10 +347,29 @@ impl Plugin {
         };
         // The epoch deadline stops wasm that computes; the timer also stops a guest blocked in a
         // host call (sleeping, waiting on a stream). A little slack lets the trap win the race.
-        let outcome = tokio::time::timeout(limits.deadline + EPOCH_TICK * 4, work).await;
+        let timed = tokio::time::timeout(limits.deadline + EPOCH_TICK * 4, work);
+        let flag = ctx.cancel.clone();
+        let cancelled = async move {
+            // A guest blocked in a host call never reaches an epoch check: watch the flag here.
+            match flag {
+                Some(flag) => {
+                    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        tokio::time::sleep(EPOCH_TICK).await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = timed => Some(outcome),
+            () = cancelled => None,
+        };
         let refused_memory = store.data().limiter.refused;
         let budget = store.data().write_budget.clone();
         drop(store);
+        let Some(outcome) = outcome else {
+            return Err(rt(RuntimeErrorKind::Cancelled, "by the caller"));
+        };
         match outcome {
             Err(_elapsed) => Err(rt(
                 RuntimeErrorKind::Deadline,
@@ -335,6 +384,18 @@ impl Plugin {
         }
     }
 }
+
+/// The epoch callback's error when the caller's cancel flag is set.
+#[derive(Debug)]
+struct CancelledByCaller;
+
+impl std::fmt::Display for CancelledByCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cancelled by the caller")
+    }
+}
+
+impl std::error::Error for CancelledByCaller {}
 
 fn rt(kind: RuntimeErrorKind, message: impl Into<String>) -> RuntimeError {
     RuntimeError {
@@ -354,6 +415,9 @@ fn classify(err: &wasmtime::Error, refused_memory: bool, stderr: &str) -> Runtim
     } else {
         format!("{err:#}; stderr: {tail}")
     };
+    if err.downcast_ref::<CancelledByCaller>().is_some() {
+        return rt(RuntimeErrorKind::Cancelled, "by the caller");
+    }
     let kind = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => RuntimeErrorKind::Deadline,
         Some(Trap::StackOverflow) => RuntimeErrorKind::StackOverflow,

@@ -96,8 +96,8 @@ const BAD_FLAGS: &[(&[&str], &str)] = &[
         "--threads must be at least 1",
     ),
     (
-        &["generate", "x", "--batch", "0"],
-        "--batch must be at least 1",
+        &["generate", "x", "--batch-size", "0"],
+        "--batch-size must be at least 1",
     ),
     (
         &["generate", "x", "--max-tokens", "0"],

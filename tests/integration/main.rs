@@ -1,5 +1,6 @@
 //! One integration-test binary for corral, a module per area.
 
+mod automation;
 mod chat;
 mod cli_errors;
 mod constrained;
@@ -10,6 +11,7 @@ mod model_pull;
 mod plain_text;
 mod prompt_cli;
 mod readme;
+mod repl;
 mod run_cli;
 mod sessions;
 mod setup_script;

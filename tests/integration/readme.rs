@@ -240,10 +240,96 @@ fn every_example_in_using_corral_runs_as_written() {
     }
     // The section's examples: 11 `sh` lines and 4 transcript commands. A README edit that adds or
     // drops one updates this count, so none goes unrun by mistake.
-    assert_eq!(ran, 15, "{blocks:#?}");
+    assert_eq!(ran, 16, "{blocks:#?}");
     let (_, listing, _) = sandbox.sh("corral model list");
     assert!(
         listing.contains("my-model\t") && listing.contains(&format!("{DEFAULT_MODEL}\t")),
         "the pulled example model is cached: {listing}"
     );
+}
+
+/// Every field of every JSON event (`run --json`, records) is named in the README's table, so
+/// scripts can rely on what it documents.
+#[test]
+fn every_json_event_field_is_documented() {
+    use corral::agent::{Event, TurnStop};
+    use corral::memory::{MemoryAction, MemoryReport, Regions, SummaryBy};
+    let readme = std::fs::read_to_string(
+        corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let start = readme
+        .find("### JSON events")
+        .expect("a JSON events section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+    let events = [
+        Event::Text { delta: "x".into() },
+        Event::ToolCall {
+            id: "call_1".into(),
+            name: "clock".into(),
+            arguments: serde_json::json!({}),
+        },
+        Event::ToolResult {
+            id: "call_1".into(),
+            name: "clock".into(),
+            ok: true,
+            content: "12:00".into(),
+            seconds: 0.0,
+        },
+        Event::Memory {
+            report: MemoryReport {
+                action: MemoryAction::Evicted,
+                dropped: "1 turn".into(),
+                turns: 1,
+                summary_by: SummaryBy::Fallback,
+                summary_error: Some("failed".into()),
+                before: 2,
+                after: 1,
+            },
+            evicted_turns: 1,
+            tokens: Regions::default(),
+            shifted: 0,
+            seconds: 0.0,
+        },
+        Event::TurnFinished {
+            stop: TurnStop::Timeout,
+            steps: 1,
+            prompt_tokens: 1,
+            reused_tokens: 0,
+            generated_tokens: 1,
+            seconds: 0.0,
+            reason: Some("late".into()),
+        },
+    ];
+    fn keys(value: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(map) = value.as_object() {
+            for (k, v) in map {
+                out.push(k.clone());
+                keys(v, out);
+            }
+        }
+    }
+    for event in &events {
+        let value = serde_json::to_value(event).unwrap();
+        let mut found = Vec::new();
+        keys(&value, &mut found);
+        found.push(value["type"].as_str().unwrap().to_owned());
+        for key in found {
+            assert!(
+                section.contains(&format!("`{key}`")),
+                "README's JSON events table does not name `{key}` (of {value})"
+            );
+        }
+    }
+    for stop in [
+        "answered",
+        "step_limit",
+        "timeout",
+        "cancelled",
+        "denied",
+        "error",
+    ] {
+        assert!(section.contains(&format!("`{stop}`")), "{stop}");
+    }
 }

@@ -16,6 +16,7 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
     "curl",
     "ca-certificates",
+    "tmux",
 ];
 
 fn script() -> std::path::PathBuf {

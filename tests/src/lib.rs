@@ -73,6 +73,21 @@ pub fn run_corral_env_input(
 }
 
 fn run(args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> (i32, String, String) {
+    let output = corral_output(args, env, input);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `corral` with `args`, `env` set and `input` on stdin (closed when `None`); returns
+/// what it printed and how it exited.
+pub fn corral_output(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&str>,
+) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut command = Command::new(corral_bin());
@@ -92,12 +107,7 @@ fn run(args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> (i32, String
         // corral may exit before reading everything (e.g. on `/exit`): that is not an error.
         let _ = stdin.write_all(input.as_bytes());
     }
-    let output = child.wait_with_output().expect("corral runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    child.wait_with_output().expect("corral runs")
 }
 
 /// Asserts exit code `code`, exactly one `error` line on stderr (the last one) containing

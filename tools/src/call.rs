@@ -26,6 +26,11 @@ impl CancelToken {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// The flag itself, for code that watches it from elsewhere (the sandbox's epoch check).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+
     /// Clears a previous cancellation so the token can be reused.
     pub fn reset(&self) {
         self.0.store(false, Ordering::SeqCst);

@@ -53,34 +53,31 @@ impl Tool for WasmTool {
         &self.spec
     }
 
-    /// Cancellation is checked before the guest starts; a running guest stops at the sooner of
-    /// its own deadline and the caller's (the sandbox's epoch deadline interrupts it anywhere).
+    /// A cancelled call does not start; a running guest stops when the call is cancelled
+    /// (within an epoch tick) or at the sooner of its own deadline and the caller's (the
+    /// sandbox's epoch deadline interrupts it anywhere).
     fn call(&self, args: &Value, control: &CallControl) -> Result<CallOutput, CallError> {
         if let Some(stopped) = control.stopped() {
             return Err(stopped);
         }
         let args = args.to_string();
-        match control.remaining() {
-            Some(left) if left < self.context.limits.deadline => {
-                let mut context = (*self.context).clone();
-                context.limits.deadline = left;
-                let result = self.plugin.call(&self.spec.name, &args, &context);
-                result.map(from_sandbox_output).map_err(|e| {
-                    let mut e = from_sandbox_error(e);
-                    if let CallError::Runtime(r) = &mut e {
-                        if r.kind == RuntimeErrorKind::Deadline {
-                            r.message = format!("the caller's deadline of {left:?}; {}", r.message);
-                        }
-                    }
-                    e
-                })
-            }
-            _ => self
-                .plugin
-                .call(&self.spec.name, &args, &self.context)
-                .map(from_sandbox_output)
-                .map_err(from_sandbox_error),
+        let mut context = (*self.context).clone().with_cancel(control.cancel.flag());
+        let callers = control
+            .remaining()
+            .filter(|left| *left < context.limits.deadline);
+        if let Some(left) = callers {
+            context.limits.deadline = left;
         }
+        let result = self.plugin.call(&self.spec.name, &args, &context);
+        result.map(from_sandbox_output).map_err(|e| {
+            let mut e = from_sandbox_error(e);
+            if let (CallError::Runtime(r), Some(left)) = (&mut e, callers) {
+                if r.kind == RuntimeErrorKind::Deadline {
+                    r.message = format!("the caller's deadline of {left:?}; {}", r.message);
+                }
+            }
+            e
+        })
     }
 }
 
@@ -112,6 +109,7 @@ fn from_sandbox_error(error: corral_sandbox::CallError) -> CallError {
                 Sandbox::WriteLimit => RuntimeErrorKind::WriteLimit,
                 Sandbox::InvalidResult => RuntimeErrorKind::InvalidResult,
                 Sandbox::Instantiate => RuntimeErrorKind::Instantiate,
+                Sandbox::Cancelled => RuntimeErrorKind::Cancelled,
                 _ => RuntimeErrorKind::Trap,
             };
             CallError::Runtime(RuntimeError::new(kind, e.message))

@@ -251,6 +251,42 @@ fn the_callers_deadline_stops_a_guest_before_its_own_and_cancel_stops_it_startin
 }
 
 #[test]
+fn cancelling_a_running_guest_stops_it_computing_or_blocked() {
+    use corral_tools::{CallControl, CancelToken};
+    for tool in ["spin", "sleep"] {
+        let cancel = CancelToken::new();
+        let control = CallControl {
+            deadline: None,
+            cancel: cancel.clone(),
+        };
+        let canceller = {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(DEADLINE_MS / 10));
+                cancel.cancel();
+            })
+        };
+        let start = Instant::now();
+        let r = fixture()
+            .registry
+            .call_value(tool, &serde_json::json!({}), &control);
+        let took = start.elapsed();
+        canceller.join().unwrap();
+        assert_eq!(
+            runtime_kind(&r),
+            RuntimeErrorKind::Cancelled,
+            "{tool}: {r:?}"
+        );
+        // Stopped by the cancel, well before the plugin's own deadline.
+        assert!(
+            took < Duration::from_millis(DEADLINE_MS / 2),
+            "{tool}: {took:?}"
+        );
+    }
+    assert_healthy();
+}
+
+#[test]
 fn a_guest_blocked_in_a_host_call_hits_the_deadline() {
     let start = Instant::now();
     let r = call("sleep", "{}");

@@ -15,6 +15,8 @@ pub enum TurnStop {
     StepLimit,
     /// The caller cancelled.
     Cancelled,
+    /// The turn's deadline ([`super::TurnOptions::deadline`]) passed.
+    Timeout,
     /// A call was denied by policy or by the user.
     Denied,
     /// The engine failed, or the model kept making invalid calls past the retry limit.

@@ -102,6 +102,9 @@ pub struct TurnOptions {
     /// Longest one call may run (`None`: each tool's own limit); a call past it is stopped and
     /// the model reads that it timed out.
     pub call_timeout: Option<std::time::Duration>,
+    /// When the whole turn must be over (`corral run --timeout`): at that moment `cancel` is
+    /// set, and a turn it stops ends as [`TurnStop::Timeout`].
+    pub deadline: Option<Instant>,
 }
 
 impl Default for TurnOptions {
@@ -117,6 +120,7 @@ impl Default for TurnOptions {
             policy: Policy::default(),
             cancel: CancelToken::new(),
             call_timeout: None,
+            deadline: None,
         }
     }
 }
@@ -240,6 +244,34 @@ impl<'a> Agent<'a> {
         &self.transcript
     }
 
+    /// What this agent keeps between turns, to build another agent from (after the tools or
+    /// the conversation changed): the transcript and the memory.
+    pub fn into_state(self) -> (Transcript, Option<Memory>) {
+        (self.transcript, self.memory)
+    }
+
+    /// Folds the whole kept history of `conversation` into the memory's summary now
+    /// (`/compact`); `None` without memory or with nothing to fold.
+    ///
+    /// # Errors
+    /// The conversation cannot be measured.
+    pub fn compact(
+        &mut self,
+        conversation: &Conversation,
+    ) -> Result<Option<crate::memory::MemoryReport>, String> {
+        let Some(memory) = &mut self.memory else {
+            return Ok(None);
+        };
+        let mut measure = Measure {
+            backend: &mut *self.backend,
+            format: self.format,
+            controls: &self.controls,
+        };
+        memory
+            .compact(conversation, &mut measure, self.summariser.as_mut())
+            .map_err(|e| e.to_string())
+    }
+
     /// Runs one turn on `conversation` (which ends with the user's message), reporting through
     /// `on_event`; `approve` decides calls whose policy is `ask`.
     pub fn run_turn(
@@ -271,6 +303,9 @@ impl<'a> Agent<'a> {
             outcome.reason = reason;
         };
         let mut failed_steps = 0;
+        let _watchdog = options
+            .deadline
+            .map(|at| Watchdog::start(at, options.cancel.clone()));
         loop {
             if options.cancel.is_cancelled() {
                 end(&mut outcome, TurnStop::Cancelled, None);
@@ -347,6 +382,15 @@ impl<'a> Agent<'a> {
                     break;
                 }
             }
+        }
+        if outcome.stop == TurnStop::Cancelled
+            && options.deadline.is_some_and(|at| Instant::now() >= at)
+        {
+            outcome.stop = TurnStop::Timeout;
+            outcome.reason = Some(format!(
+                "the turn's time ran out after {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
         }
         on_event(&Event::TurnFinished {
             stop: outcome.stop,
@@ -676,6 +720,24 @@ fn message_starts(format: &dyn Format, marked: &Conversation, rendered: &str) ->
     starts.sort_unstable();
     starts.dedup();
     starts
+}
+
+/// Sets a cancel token at a deadline, unless dropped first.
+struct Watchdog {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn start(at: Instant, cancel: CancelToken) -> Watchdog {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let wait = at.saturating_duration_since(Instant::now());
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+                cancel.cancel();
+            }
+        });
+        Watchdog { _stop: stop }
+    }
 }
 
 /// What one generation produced.

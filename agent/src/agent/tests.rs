@@ -430,8 +430,8 @@ impl corral_tools::Tool for Slow {
     }
 }
 
-#[test]
-fn a_call_past_its_deadline_is_stopped_and_the_model_reads_why() {
+/// A registry holding only [`Slow`].
+fn slow_registry() -> Registry {
     let mut reg = Registry::new();
     let spec = ToolSpec {
         name: "slow".into(),
@@ -439,6 +439,12 @@ fn a_call_past_its_deadline_is_stopped_and_the_model_reads_why() {
         parameters: json!({"type": "object"}),
     };
     reg.register(Arc::new(Slow(spec)), "builtin").unwrap();
+    reg
+}
+
+#[test]
+fn a_call_past_its_deadline_is_stopped_and_the_model_reads_why() {
+    let reg = slow_registry();
     let format = Llama31::new(Style::Template).with_date(Some("1 Dec 2026".into()));
     let mut backend = ScriptedBackend::new([call("slow", json!({})), answer("it timed out")]);
     let mut conversation =
@@ -468,4 +474,40 @@ fn a_call_past_its_deadline_is_stopped_and_the_model_reads_why() {
     let got = results(&events);
     assert_eq!(got.len(), 1);
     assert!(!got[0].1 && got[0].2.contains("deadline"), "{got:?}");
+}
+
+#[test]
+fn a_turn_past_its_deadline_stops_its_tool_and_ends_as_timeout() {
+    let reg = slow_registry();
+    let format = Llama31::new(Style::Template).with_date(Some("1 Dec 2026".into()));
+    let mut backend = ScriptedBackend::new([call("slow", json!({})), answer("never read")]);
+    let mut conversation =
+        Conversation::new(vec![Message::user("go")]).with_tools(prompt_tools(&reg, None));
+    let options = TurnOptions {
+        deadline: Some(std::time::Instant::now() + Duration::from_millis(100)),
+        ..allow_all()
+    };
+    let started = std::time::Instant::now();
+    let outcome = Agent::new(&mut backend, &format, &reg).run_turn(
+        &mut conversation,
+        &options,
+        &mut |_| true,
+        &mut |_| {},
+    );
+    // Liveness, not speed: the tool alone would run 5 s.
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(outcome.stop, TurnStop::Timeout, "{:?}", outcome.reason);
+    assert!(outcome.reason.unwrap().contains("time ran out"));
+    assert_eq!(outcome.steps, 1, "no step after the deadline");
+
+    // Without a deadline the same cancel is a plain cancellation.
+    let options = allow_all();
+    options.cancel.cancel();
+    let outcome = Agent::new(&mut backend, &format, &reg).run_turn(
+        &mut conversation,
+        &options,
+        &mut |_| true,
+        &mut |_| {},
+    );
+    assert_eq!(outcome.stop, TurnStop::Cancelled);
 }

@@ -4,22 +4,28 @@
 //! before or after the subcommand. Every flag is checked before any work starts (reading stdin,
 //! pulling or loading a model), and [`exit_code`] tells a usage mistake (2) from a failure (1).
 
+mod batch;
 mod chat;
+mod config;
+mod display;
 pub mod escapes;
 mod generate;
 mod model;
 pub mod prompt;
+mod replay;
 mod run;
 mod session;
 mod sessions;
 pub mod stdin;
 pub mod tools;
+mod toolset;
 
 use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Config;
 use crate::engine::{EngineError, EngineOptions, FlashAttention, KvType, OptionError, Sampling};
 
 /// corral: a local Llama that uses sandboxed tools.
@@ -47,8 +53,14 @@ pub struct GlobalOpts {
     /// CPU threads (default: all available cores).
     #[arg(long, global = true)]
     pub threads: Option<u32>,
-    /// Prompt-evaluation batch size.
-    #[arg(long, global = true, default_value_t = 512)]
+    /// Prompt-evaluation batch size (llama.cpp's `--batch-size`).
+    #[arg(
+        id = "batch_size",
+        long = "batch-size",
+        global = true,
+        default_value_t = 512,
+        value_name = "N"
+    )]
     pub batch: u32,
     /// KV cache type: f16 or q8_0.
     #[arg(long = "kv-type", global = true, default_value = "f16")]
@@ -83,9 +95,29 @@ pub struct GlobalOpts {
     /// Show llama.cpp's own log.
     #[arg(long, global = true)]
     pub verbose: bool,
+    /// The config file and `CORRAL_*` variables ([`Config`]); flags override them.
+    #[arg(skip)]
+    pub config: Config,
 }
 
 impl GlobalOpts {
+    /// Fills every flag that was not given from the config (file, then environment).
+    pub fn fill_from_config(&mut self) {
+        let c = &self.config;
+        if self.model.is_none() {
+            self.model = c.model.as_ref().map(|s| PathBuf::from(&s.value));
+        }
+        self.ctx = self.ctx.or(c.ctx.as_ref().map(|s| s.value));
+        self.threads = self.threads.or(c.threads.as_ref().map(|s| s.value));
+        self.temperature = self.temperature.or(c.temperature.as_ref().map(|s| s.value));
+        self.top_p = self.top_p.or(c.top_p.as_ref().map(|s| s.value));
+        self.top_k = self.top_k.or(c.top_k.as_ref().map(|s| s.value));
+        self.seed = self.seed.or(c.seed.as_ref().map(|s| s.value));
+        self.repeat_penalty = self
+            .repeat_penalty
+            .or(c.repeat_penalty.as_ref().map(|s| s.value));
+    }
+
     /// Engine options from the flags.
     ///
     /// # Errors
@@ -146,6 +178,12 @@ pub enum Command {
     /// List, show and remove saved conversations (`--session NAME`).
     #[command(subcommand)]
     Session(sessions::SessionCommand),
+    /// Re-run a `corral run --record` file with its recorded tool results and report where the
+    /// model's calls or answer diverge (exit 0 when identical, 5 when not).
+    Replay(replay::ReplayArgs),
+    /// Show the effective configuration, or the config file's path.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Default for Command {
@@ -208,8 +246,16 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 /// # Errors
 /// Whatever the subcommand reports; [`UsageError`]s mean exit code 2. On success, the exit
 /// code the command chose (`corral run` tells how its turn ended).
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let done = match cli.command.unwrap_or_default() {
+pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
+    cli.global.config = Config::load(&|name| std::env::var(name).ok())
+        .map_err(|e| UsageError::new(format!("config: {e}")))?;
+    let command = cli.command.unwrap_or_default();
+    // `corral config show` reports the flags as given, so it sees them before the config fills
+    // the rest in.
+    if !matches!(command, Command::Config(_)) {
+        cli.global.fill_from_config();
+    }
+    let done = match command {
         Command::Chat(args) => chat::run(&args, &cli.global),
         Command::Generate(args) => generate::run(&args, &cli.global),
         Command::Model(command) => model::run(command),
@@ -217,6 +263,45 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Tools(command) => tools::run(command, &cli.global),
         Command::Run(args) => return run::run(&args, &cli.global),
         Command::Session(command) => sessions::run(command),
+        Command::Replay(args) => return replay::run(&args, &cli.global),
+        Command::Config(command) => config::run(command, &cli.global),
     };
     done.map(|()| 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Catches two flags sharing an id (a global `--batch` and `run --batch` once did).
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        for args in [
+            &["corral", "run", "--batch", "t.jsonl", "--batch-size", "64"][..],
+            &[
+                "corral",
+                "run",
+                "--file",
+                "task.md",
+                "--timeout",
+                "5",
+                "--grant",
+                "files=/tmp",
+            ],
+            &[
+                "corral",
+                "chat",
+                "--tool-choice",
+                "required",
+                "--system",
+                "hi",
+            ],
+            &["corral", "replay", "r.jsonl", "--system", "x"],
+            &["corral", "config", "show"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
 }

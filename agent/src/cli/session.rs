@@ -66,10 +66,22 @@ pub fn resolve_model(global: &GlobalOpts) -> anyhow::Result<PathBuf> {
 /// [`engine::EngineError`]: a `--ctx` the model cannot take is a usage mistake, see
 /// [`engine::EngineError::is_usage`]).
 pub fn open_backend(global: &GlobalOpts) -> anyhow::Result<Box<dyn Backend + Send>> {
+    global.engine_options()?;
+    let path = resolve_model(global)?;
+    open_backend_at(global, &path)
+}
+
+/// Loads the model file at `path` with the flags' options (a progress bar on a terminal).
+///
+/// # Errors
+/// As [`open_backend`].
+pub fn open_backend_at(
+    global: &GlobalOpts,
+    path: &std::path::Path,
+) -> anyhow::Result<Box<dyn Backend + Send>> {
     let mut options = global.engine_options()?;
     options.show_progress = std::io::stderr().is_terminal();
-    let path = resolve_model(global)?;
-    Ok(engine::llama::load(&path, &options)?)
+    Ok(engine::llama::load(path, &options)?)
 }
 
 /// A cancel token that Ctrl-C sets (the handler is installed once per process).

@@ -56,7 +56,7 @@ pub enum ToolsCommand {
 /// Usage errors (exit 2) for a bad path, id or argument text; tool and runtime errors of a call
 /// and refused installs as plain errors (exit 1).
 pub fn run(command: ToolsCommand, global: &GlobalOpts) -> anyhow::Result<()> {
-    let home = home()?;
+    let home = home(global)?;
     match command {
         ToolsCommand::List => list(&home),
         ToolsCommand::Install { path } => install(&home, &path),
@@ -81,13 +81,17 @@ pub fn tools_error(e: corral_tools::Error) -> anyhow::Error {
     }
 }
 
-/// The corral home ([`Home::from_env`]) with the builtin plugin folders.
+/// The corral home ([`Home::from_env`]) with the builtin plugin folders, and the config's
+/// `plugin_dir` for installed plugins when it sets one.
 ///
 /// # Errors
 /// When no folder for corral's state is known (no `HOME` and no `CORRAL_HOME`).
-pub fn home() -> anyhow::Result<Home> {
+pub fn home(global: &GlobalOpts) -> anyhow::Result<Home> {
     let mut home = Home::from_env()?;
     home.builtin = builtin_dirs();
+    if let Some(dir) = &global.config.plugin_dir {
+        home.plugins = dir.value.clone();
+    }
     Ok(home)
 }
 

@@ -172,7 +172,7 @@ pub enum OptionError {
     #[error("--kv-type q8_0 needs flash attention: drop `--flash-attn off`")]
     QuantizedKvNeedsFlashAttention,
     /// A batch of 0 tokens.
-    #[error("--batch must be at least 1")]
+    #[error("--batch-size must be at least 1")]
     ZeroBatch,
     /// 0 threads.
     #[error("--threads must be at least 1")]

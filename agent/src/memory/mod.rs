@@ -263,6 +263,22 @@ impl Memory {
         }
     }
 
+    /// The system message changed: added (`delta` +1), removed (-1) or replaced (0). Every
+    /// message index moves by `delta`, and the pinned region is measured again.
+    pub fn system_changed(&mut self, delta: isize) {
+        self.pinned_tokens = None;
+        let moved = |i: usize| i.saturating_add_signed(delta);
+        if self.first_kept > 0 {
+            self.first_kept = moved(self.first_kept);
+        }
+        self.hidden = self.hidden.iter().map(|&i| moved(i)).collect();
+        self.shortened = std::mem::take(&mut self.shortened)
+            .into_iter()
+            .map(|(i, t)| (moved(i), t))
+            .collect();
+        self.observed = moved(self.observed);
+    }
+
     /// Forgets everything but the settings (a `/reset`).
     pub fn reset(&mut self) {
         *self = Memory::new(self.settings.clone());
@@ -522,9 +538,41 @@ impl Memory {
                 lo = mid + 1;
             }
         }
-        let k = lo;
+        self.evict_until(conversation, turns[lo], lo, before, measure, summariser)
+    }
+
+    /// Folds every kept turn into the summary now (`/compact`): the model then sees only the
+    /// pinned prefix and the summary until the next message. `None` when nothing is kept.
+    ///
+    /// # Errors
+    /// The conversation cannot be measured.
+    pub fn compact(
+        &mut self,
+        conversation: &Conversation,
+        measure: &mut Measure<'_>,
+        summariser: &mut dyn Summariser,
+    ) -> Result<Option<MemoryReport>, MemoryError> {
+        let turns = self.turn_starts(conversation).len();
+        if turns == 0 {
+            return Ok(None);
+        }
+        let before = measure.count(&self.view(conversation))?;
+        let end = conversation.messages.len();
+        self.evict_until(conversation, end, turns, before, measure, summariser)
+            .map(Some)
+    }
+
+    /// Evicts the `k` kept turns before message `to`, folding them into the summary.
+    fn evict_until(
+        &mut self,
+        conversation: &Conversation,
+        to: usize,
+        k: usize,
+        before: usize,
+        measure: &mut Measure<'_>,
+        summariser: &mut dyn Summariser,
+    ) -> Result<MemoryReport, MemoryError> {
         let from = self.body_start(conversation).max(self.first_kept);
-        let to = turns[k];
         let gone: Vec<Message> = (from..to)
             .filter(|i| !self.hidden.contains(i))
             .map(|i| self.seen_text(conversation, i))
@@ -539,7 +587,7 @@ impl Memory {
             action: MemoryAction::Evicted,
             dropped: format!(
                 "{k} oldest turn{} ({} messages, {} tokens)",
-                if k == 1 { "" } else { "s" },
+                plural(k),
                 to - from,
                 before.saturating_sub(after)
             ),

@@ -499,3 +499,67 @@ fn a_message_too_big_for_the_window_is_cut_with_a_marker_never_lost() {
     assert!(prompt.contains(CUT_MARKER), "{prompt}");
     assert!(prompt.len() < 512 * 4);
 }
+
+#[test]
+fn compact_folds_every_kept_turn_into_the_summary_and_the_next_turn_starts_from_it() {
+    let mut backend = ScriptedBackend::new([])
+        .with_context_tokens(4096)
+        .with_sequences(2)
+        .with_responder(|prompt: &str| {
+            if prompt.contains(SUMMARY_REQUEST) {
+                ScriptedReply::ending_with("The user asked about apples and pears.", EOT)
+            } else {
+                ScriptedReply::ending_with("Noted.", EOT)
+            }
+        });
+    let format = format();
+    let registry = Registry::new();
+    let mut conversation = Conversation::new(vec![Message::system("Be brief.")]);
+    let mut agent = Agent::new(&mut backend, &format, &registry)
+        .with_memory(Memory::new(MemorySettings::for_window(4096, 256)));
+    assert_eq!(
+        agent.compact(&conversation).unwrap(),
+        None,
+        "nothing to fold yet"
+    );
+    for fruit in ["apples", "pears"] {
+        conversation.push(Message::user(format!("Tell me about {fruit}.")));
+        agent.run_turn(&mut conversation, &options(), &mut |_| true, &mut |_| {});
+    }
+    let report = agent
+        .compact(&conversation)
+        .unwrap()
+        .expect("two turns to fold");
+    assert_eq!(report.turns, 2);
+    assert_eq!(report.summary_by, SummaryBy::Model);
+    assert!(report.after < report.before, "{report:?}");
+    let memory = agent.memory().unwrap();
+    assert_eq!(memory.summary, "The user asked about apples and pears.");
+    assert_eq!(memory.first_kept, conversation.messages.len());
+    // The model now sees the system prompt and the summary, and none of the folded turns.
+    let view = memory.view(&conversation);
+    assert!(view
+        .messages
+        .iter()
+        .all(|m| !matches!(m, Message::User { content } if content.contains("apples"))));
+    // Nothing the user had is lost.
+    assert_eq!(conversation.messages.len(), 5);
+}
+
+#[test]
+fn a_system_message_added_later_moves_every_index_by_one() {
+    let mut memory = Memory::new(MemorySettings::for_window(4096, 256));
+    memory.first_kept = 4;
+    memory.hidden.insert(5);
+    memory.shortened.insert(6, "cut".into());
+    memory.system_changed(1);
+    assert_eq!(memory.first_kept, 5);
+    assert!(memory.hidden.contains(&6));
+    assert_eq!(memory.shortened.get(&7).map(String::as_str), Some("cut"));
+    memory.system_changed(-1);
+    assert_eq!(memory.first_kept, 4);
+    // Nothing evicted yet: the first kept message stays "from the start".
+    let mut fresh = Memory::new(MemorySettings::for_window(4096, 256));
+    fresh.system_changed(1);
+    assert_eq!(fresh.first_kept, 0);
+}

@@ -13,10 +13,10 @@
 //! A grant that breaks a rule is not applied at all, and the reason is reported.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use corral_sandbox::grants::Mode;
+use corral_sandbox::private::{check_private, Expect, PrivateError};
 use corral_sandbox::Grant;
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +50,8 @@ impl Grants {
     /// writable by other users or not owned by this user, or does not parse; [`ErrorKind::Io`]
     /// when it cannot be read.
     pub fn load(path: &Path) -> Result<Grants, Error> {
-        let meta = match std::fs::metadata(path) {
-            Ok(m) => m,
+        match std::fs::metadata(path) {
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Grants::default()),
             Err(e) => {
                 return Err(Error::io(
@@ -59,28 +59,25 @@ impl Grants {
                     &e,
                 ))
             }
+        }
+        let expect = Expect {
+            file: true,
+            follow: true,
+            ..Expect::default()
         };
         let refuse = |why: String| Err(Error::new(ErrorKind::Grants, why));
-        if !meta.is_file() {
-            return refuse(format!("{} is not a regular file", path.display()));
-        }
-        let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me {
-            return refuse(format!(
-                "{} is owned by uid {}, not by you (uid {me}): corral takes grants only from \
-                 your own file",
-                path.display(),
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return refuse(format!(
-                "{} is writable by other users (mode {:o}), who could grant plugins anything; \
-                 run `chmod go-w {}`",
-                path.display(),
-                meta.mode() & 0o7777,
-                path.display()
-            ));
+        match check_private(path, expect) {
+            Ok(()) => {}
+            Err(e @ PrivateError::Owner { .. }) => {
+                return refuse(format!("{e}: corral takes grants only from your own file"))
+            }
+            Err(e @ PrivateError::Writable { .. }) => {
+                return refuse(format!(
+                    "{e}, who could grant plugins anything; run `chmod go-w {}`",
+                    path.display()
+                ))
+            }
+            Err(e) => return refuse(e.to_string()),
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format_args!("cannot read {}", path.display()), &e))?;

@@ -5,7 +5,7 @@
 //! stops. Folders corral creates are private (0700), and installed plugins are loaded only from
 //! folders owned by this user that nobody else can write.
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind};
@@ -96,30 +96,21 @@ impl Home {
 /// [`ErrorKind::Refused`] naming the path and what is wrong; [`ErrorKind::Io`] when it cannot
 /// be inspected.
 pub(crate) fn check_not_writable_by_others(path: &Path, owned_by_me: bool) -> Result<(), Error> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| Error::io(format_args!("cannot inspect {}", path.display()), &e))?;
+    use corral_sandbox::private::{check_private, Expect, PrivateError};
+    let expect = Expect {
+        root_may_own: !owned_by_me,
+        ..Expect::default()
+    };
     let refuse = |why: String| Err(Error::new(ErrorKind::Refused, why));
-    if meta.file_type().is_symlink() {
-        return refuse(format!(
-            "{} is a symbolic link; corral loads plugins only from real folders",
-            path.display()
-        ));
+    match check_private(path, expect) {
+        Ok(()) => Ok(()),
+        Err(e @ PrivateError::Io { .. }) => Err(Error::new(ErrorKind::Io, e.to_string())),
+        Err(e @ PrivateError::Symlink { .. }) => {
+            refuse(format!("{e}; corral loads plugins only from real folders"))
+        }
+        Err(e @ PrivateError::Owner { .. }) => {
+            refuse(format!("{e}; corral does not load code others control"))
+        }
+        Err(e) => refuse(format!("{e}; run `chmod go-w {}`", path.display())),
     }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me && (owned_by_me || meta.uid() != 0) {
-        return refuse(format!(
-            "{} is owned by uid {}, not by you (uid {me}); corral does not load code others control",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return refuse(format!(
-            "{} is writable by other users (mode {:o}); run `chmod go-w {}`",
-            path.display(),
-            meta.mode() & 0o7777,
-            path.display()
-        ));
-    }
-    Ok(())
 }

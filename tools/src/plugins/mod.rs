@@ -228,8 +228,54 @@ pub struct LoadedRegistry {
     /// Names of the tools of plugins that ask for folders but were granted none (such as
     /// `files` before a workspace is granted): registered, but not worth offering by default.
     pub idle_tools: Vec<String>,
+    /// What each tool's calls can touch, by tool name (shown before a call is approved).
+    pub reach: BTreeMap<String, Reach>,
     /// Problems met on the way, to show the user.
     pub problems: Vec<Error>,
+}
+
+/// What one plugin's calls can touch: its granted folders, environment variable names (never
+/// their values) and network peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// The plugin.
+    pub plugin: String,
+    /// Folders: host path, where the guest sees it, read-write or read-only.
+    pub dirs: Vec<(PathBuf, String, rights::Mode)>,
+    /// Variable names.
+    pub env: Vec<String>,
+    /// `ip:port` peers.
+    pub network: Vec<String>,
+}
+
+impl Reach {
+    /// Whether the calls can touch nothing outside their own memory.
+    pub fn is_nothing(&self) -> bool {
+        self.dirs.is_empty() && self.env.is_empty() && self.network.is_empty()
+    }
+}
+
+impl std::fmt::Display for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_nothing() {
+            return f.write_str("nothing outside the sandbox");
+        }
+        let mut parts = Vec::new();
+        for (host, guest, mode) in &self.dirs {
+            let mode = match mode {
+                rights::Mode::Ro => "read-only",
+                rights::Mode::Rw => "read-write",
+            };
+            parts.push(format!("folder {} as {guest} ({mode})", host.display()));
+        }
+        if !self.env.is_empty() {
+            parts.push(format!("env {}", self.env.join(", ")));
+        }
+        if !self.network.is_empty() {
+            parts.push(format!("network {}", self.network.join(", ")));
+        }
+        f.write_str(&parts.join("; "))
+    }
 }
 
 /// [`registry_with_env`], also telling which tools come from builtin plugins.
@@ -241,12 +287,81 @@ pub fn load_registry(
     sandbox: &Sandbox,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedRegistry, Error> {
-    let grants = Grants::load(&home.grants)?;
+    load_registry_with(home, sandbox, env, &ExtraGrants::default())
+}
+
+/// Grants from outside the grants file.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraGrants {
+    /// Bound to a component like the file's (the config file's `[grants.ID]`); they replace
+    /// the file's grant for that plugin.
+    pub bound: BTreeMap<String, Grant>,
+    /// For this process only (`--grant`, `/grant`): bound to the component loaded now, added
+    /// to what the plugin is granted already.
+    pub session: BTreeMap<String, Grant>,
+}
+
+/// [`load_registry`] with grants from the config file and the command line too; every grant
+/// passes the same rules ([`check_grant`]).
+///
+/// # Errors
+/// As [`registry`], and [`ErrorKind::Refused`] for a session grant to a plugin that is not
+/// loaded.
+pub fn load_registry_with(
+    home: &Home,
+    sandbox: &Sandbox,
+    env: &dyn Fn(&str) -> Option<String>,
+    extra: &ExtraGrants,
+) -> Result<LoadedRegistry, Error> {
+    let mut grants = Grants::load(&home.grants)?;
     let (plugins, mut problems) = load_all(home, sandbox);
     check_unique(&plugins)?;
+    grants.plugins.extend(extra.bound.clone());
+    for (id, add) in &extra.session {
+        let Some(p) = plugins.iter().find(|p| &p.manifest.id == id) else {
+            let ids: Vec<&str> = plugins.iter().map(|p| p.manifest.id.as_str()).collect();
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "cannot grant to plugin `{id}`: no such plugin is loaded (plugins: {})",
+                    ids.join(", ")
+                ),
+            ));
+        };
+        let entry = grants.plugins.entry(id.clone()).or_default();
+        if entry.sha256.as_deref() != Some(p.manifest.sha256.as_str()) {
+            // A stale or unbound file grant gives nothing; the session grant starts afresh.
+            *entry = Grant::default();
+        }
+        entry.sha256 = Some(p.manifest.sha256.clone());
+        for dir in &add.dirs {
+            let mut dir = dir.clone();
+            if dir.guest.is_empty() {
+                // `--grant files=DIR`: the folder goes where the plugin asks for one.
+                let asked = &p.manifest.capabilities.dirs;
+                let [only] = asked.as_slice() else {
+                    let guests: Vec<&str> = asked.iter().map(|d| d.guest.as_str()).collect();
+                    return Err(Error::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "plugin `{id}` asks for {} folders ({}), so a folder cannot be \
+                             granted to it on the command line: grant each in grants.toml",
+                            asked.len(),
+                            guests.join(", ")
+                        ),
+                    ));
+                };
+                dir.guest = only.guest.clone();
+            }
+            entry.dirs.push(dir);
+        }
+        entry.env.extend(add.env.iter().cloned());
+        entry.network.extend(add.network.iter().cloned());
+    }
     let mut reg = Registry::new();
     let mut builtin_tools = Vec::new();
     let mut idle_tools = Vec::new();
+    let mut reach = BTreeMap::new();
     for p in plugins {
         let id = &p.manifest.id;
         if p.builtin {
@@ -269,8 +384,20 @@ pub fn load_registry(
         if !p.manifest.capabilities.dirs.is_empty() && context.dirs().is_empty() {
             idle_tools.extend(p.tools.iter().map(|t| t.name.clone()));
         }
+        let rights = context.rights();
+        let touches = Reach {
+            plugin: id.clone(),
+            dirs: rights
+                .dirs
+                .iter()
+                .map(|d| (d.host.clone(), d.guest.clone(), d.mode))
+                .collect(),
+            env: rights.env.iter().map(|(name, _)| name.clone()).collect(),
+            network: rights.network.iter().map(|a| a.to_string()).collect(),
+        };
         let context = Arc::new(context);
         for spec in p.tools {
+            reach.insert(spec.name.clone(), touches.clone());
             let tool = Arc::new(WasmTool::new(spec, p.plugin.clone(), context.clone()));
             reg.register(tool, id)
                 .map_err(|e| Error::new(ErrorKind::Refused, format!("plugin `{id}`: {e}")))?;
@@ -280,6 +407,7 @@ pub fn load_registry(
         registry: reg,
         builtin_tools,
         idle_tools,
+        reach,
         problems,
     })
 }

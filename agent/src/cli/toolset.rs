@@ -1,0 +1,262 @@
+//! The tools a chat or a run offers, the policy that decides their calls, and the question a
+//! person answers before an `ask` call runs.
+//!
+//! Policy, lowest first: tools of builtin plugins are allowed and any other tool asks; the
+//! config file's `[tools]` table overrides both. `--grant PLUGIN=GRANT` (and `/grant` in the
+//! chat) adds a grant for this process only: `DIR` or `DIR:ro` (a folder, given where the
+//! plugin asks for its one folder), `env:NAME` or `net:IP:PORT`. It passes the grants file's
+//! rules ([`corral_tools::plugins::check_grant`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use corral_prompts::ToolCall;
+use corral_sandbox::grants::{DirGrant, Mode};
+use corral_sandbox::Grant;
+use corral_tools::plugins::{self, ExtraGrants, Reach};
+use corral_tools::sanitize::strip_control;
+use corral_tools::Registry;
+
+use super::tools::{home, sandbox, tools_error, warn_all};
+use super::{GlobalOpts, UsageError};
+use crate::agent::{Decision, Policy};
+
+/// The installed tools as the chat and `corral run` use them.
+pub(super) struct AgentTools {
+    /// Every loadable plugin's tools (shared: the chat's agent borrows it while the chat may
+    /// replace it after a `/grant`).
+    pub registry: std::sync::Arc<Registry>,
+    /// Who decides each call.
+    pub policy: Policy,
+    /// The tools offered when none are named: all, except those of plugins that need a folder
+    /// and were granted none (`files` until a workspace is granted).
+    pub offered: Vec<String>,
+    /// What each tool's calls can touch.
+    pub reach: BTreeMap<String, Reach>,
+}
+
+impl AgentTools {
+    /// No tools at all (`corral chat --no-tools`).
+    pub fn none() -> AgentTools {
+        AgentTools {
+            registry: Default::default(),
+            policy: Policy::default(),
+            offered: Vec::new(),
+            reach: BTreeMap::new(),
+        }
+    }
+}
+
+/// Loads the installed plugins (showing what could not be loaded) with the config's grants
+/// and `session` grants, and the policy.
+///
+/// # Errors
+/// No corral home, a sandbox that cannot start, an invalid grants file, or a session grant
+/// that cannot be given (as a usage error).
+pub(super) fn agent_tools(
+    global: &GlobalOpts,
+    session: &BTreeMap<String, Grant>,
+) -> anyhow::Result<AgentTools> {
+    let home = home(global)?;
+    let sandbox = sandbox(&home)?;
+    let extra = ExtraGrants {
+        bound: global.config.grants.clone(),
+        session: session.clone(),
+    };
+    let loaded =
+        plugins::load_registry_with(&home, &sandbox, &|name| std::env::var(name).ok(), &extra)
+            .map_err(tools_error)?;
+    warn_all(&loaded.problems);
+    let mut policy = Policy::default();
+    for name in &loaded.builtin_tools {
+        policy.tools.insert(name.clone(), Decision::Allow);
+    }
+    if let Some(d) = &global.config.default_policy {
+        policy.default = d.value;
+        // The config's default covers builtins too, unless it names them.
+        policy.tools.clear();
+    }
+    for (name, d) in &global.config.policy {
+        policy.tools.insert(name.clone(), d.value);
+    }
+    let offered = loaded
+        .registry
+        .specs()
+        .map(|(s, _)| s.name.clone())
+        .filter(|n| !loaded.idle_tools.contains(n))
+        .collect();
+    Ok(AgentTools {
+        registry: std::sync::Arc::new(loaded.registry),
+        policy,
+        offered,
+        reach: loaded.reach,
+    })
+}
+
+/// Adds `--grant PLUGIN=WHAT` to `grants`.
+///
+/// # Errors
+/// A usage error naming what is wrong with the text.
+pub(super) fn parse_grant(
+    text: &str,
+    grants: &mut BTreeMap<String, Grant>,
+) -> Result<(), UsageError> {
+    let usage = |why: &str| {
+        UsageError::new(format!(
+            "--grant {text}: {why}; expected PLUGIN=DIR, PLUGIN=DIR:ro, PLUGIN=env:NAME or \
+             PLUGIN=net:IP:PORT"
+        ))
+    };
+    let (plugin, what) = text.split_once('=').ok_or_else(|| usage("no `=`"))?;
+    if !corral_tools::manifest::is_id(plugin) {
+        return Err(usage("not a plugin id"));
+    }
+    let grant = grants.entry(plugin.to_owned()).or_default();
+    if let Some(name) = what.strip_prefix("env:") {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(usage("not a variable name"));
+        }
+        grant.env.push(name.to_owned());
+    } else if let Some(peer) = what.strip_prefix("net:") {
+        if peer.parse::<std::net::SocketAddr>().is_err() {
+            return Err(usage("not an IP:PORT address"));
+        }
+        grant.network.push(peer.to_owned());
+    } else {
+        let (path, mode) = match what.strip_suffix(":ro") {
+            Some(path) => (path, Mode::Ro),
+            None => (what.strip_suffix(":rw").unwrap_or(what), Mode::Rw),
+        };
+        if path.is_empty() {
+            return Err(usage("no folder"));
+        }
+        let host = std::fs::canonicalize(path)
+            .map_err(|e| usage(&format!("cannot use folder {path}: {e}")))?;
+        if !host.is_dir() {
+            return Err(usage(&format!("{} is not a folder", host.display())));
+        }
+        grant.dirs.push(DirGrant {
+            host,
+            guest: String::new(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Decides `ask` calls for a person at a terminal: shows the exact arguments and what the call
+/// can touch, and takes y (once), n, or a (always, for this process).
+pub(super) struct Asker {
+    reach: BTreeMap<String, Reach>,
+    always: BTreeSet<String>,
+}
+
+impl Asker {
+    /// An asker that knows what each tool can touch.
+    pub fn new(reach: BTreeMap<String, Reach>) -> Asker {
+        Asker {
+            reach,
+            always: BTreeSet::new(),
+        }
+    }
+
+    /// The question for `call`, as shown.
+    pub fn question(&self, call: &ToolCall) -> String {
+        let touches = self
+            .reach
+            .get(&call.name)
+            .map_or_else(|| "unknown".to_owned(), Reach::to_string);
+        format!(
+            "allow {} {}?\n  it can touch: {}\n  [y]es once, [n]o, [a]lways this session: ",
+            strip_control(&call.name),
+            strip_control(&call.arguments.to_string()),
+            strip_control(&touches)
+        )
+    }
+
+    /// Asks on stderr and reads the answer from stdin.
+    pub fn ask(&mut self, call: &ToolCall) -> bool {
+        if self.always.contains(&call.name) {
+            return true;
+        }
+        eprint!("{}", self.question(call));
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() {
+            return false;
+        }
+        self.decide(call, answer.trim())
+    }
+
+    /// Applies an answer; `a`/`always` remembers the tool.
+    pub fn decide(&mut self, call: &ToolCall, answer: &str) -> bool {
+        match answer.to_ascii_lowercase().as_str() {
+            "y" | "yes" => true,
+            "a" | "always" => {
+                self.always.insert(call.name.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_parse_and_bad_ones_say_what_is_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut grants = BTreeMap::new();
+        let spec = format!("files={}:ro", dir.path().display());
+        parse_grant(&spec, &mut grants).unwrap();
+        parse_grant("files=env:TZ", &mut grants).unwrap();
+        parse_grant("fetch=net:127.0.0.1:8080", &mut grants).unwrap();
+        let files = &grants["files"];
+        assert_eq!(files.dirs[0].mode, Mode::Ro);
+        assert_eq!(files.dirs[0].host, dir.path().canonicalize().unwrap());
+        assert_eq!(files.env, ["TZ"]);
+        assert_eq!(grants["fetch"].network, ["127.0.0.1:8080"]);
+        for bad in [
+            "files",
+            "files=/no/such/dir",
+            "x y=/tmp",
+            "f=net:localhost",
+            "f=env:",
+        ] {
+            let e = parse_grant(bad, &mut grants).unwrap_err().to_string();
+            assert!(e.contains("expected PLUGIN=DIR"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_question_shows_arguments_and_reach_and_always_sticks() {
+        let mut reach = BTreeMap::new();
+        reach.insert(
+            "read_file".to_owned(),
+            Reach {
+                plugin: "files".into(),
+                dirs: vec![("/home/me/p".into(), "/workspace".into(), Mode::Rw)],
+                env: vec!["TZ".into()],
+                network: vec![],
+            },
+        );
+        let mut asker = Asker::new(reach);
+        let call = ToolCall {
+            name: "read_file".into(),
+            arguments: serde_json::json!({"path": "a.txt"}),
+            id: None,
+        };
+        let q = asker.question(&call);
+        assert!(q.contains(r#"{"path":"a.txt"}"#), "{q}");
+        assert!(
+            q.contains("folder /home/me/p as /workspace (read-write); env TZ"),
+            "{q}"
+        );
+        assert!(!asker.decide(&call, "n"));
+        assert!(asker.decide(&call, "a"));
+        // Remembered: no question any more.
+        assert!(asker.ask(&call));
+    }
+}
