@@ -9,8 +9,9 @@ From the PyPI source archive of llama-cpp-python==0.3.36 (it vendors llama.cpp c
   - the official chat templates of Llama 3.1 / 3.2 / 3.3 Instruct (`models/templates/*.jinja`)
   - the vocab-only Llama 3 tokenizer `ggml-vocab-llama-bpe.gguf`
 and, with --llama-src, the whole vendored llama.cpp tree (to build `llama-bench` for benchmarks).
-It also makes the virtual environment `venv/` of the independent template oracle (the prompts
-test `python_oracle`): Python's own Jinja2, pinned and hash-checked, installed with pip.
+It also makes two virtual environments, their packages pinned and hash-checked, installed with
+pip: `venv/`, the independent template oracle (the prompts test `python_oracle`: Python's own
+Jinja2), and `clients/`, the real clients the server tests drive (the official `openai` package).
 
 Each archive is verified against a pinned sha256 and cached under ~/.cache/corral/downloads, so a
 second run costs nothing. Nothing fetched here is committed to the repository.
@@ -55,6 +56,30 @@ markupsafe==3.0.2 \\
     --hash=sha256:15ab75ef81add55874e7ab7055e9c397312385bd9ced94920f2802310c930396 \\
     --hash=sha256:569511d3b58c8791ab4c2e1285575265991e6d8f8700c7be0e88f86cb0672094 \\
     --hash=sha256:ee55d3edf80167e48ea11a923c7386f4669df67d7994554387f84e7d8b0a2bf0
+"""
+# The official OpenAI Python client and everything it imports, for the server tests: pure wheels,
+# plus jiter's and pydantic-core's wheels for CPython 3.11-3.13 on x86_64 Linux.
+CLIENT_REQUIREMENTS = """\
+openai==3.60.0 --hash=sha256:476e79f256a4ce74848b7abae9f074352a69dca6e7e8987d565ee883a3b7e496
+annotated-types==0.8.0 --hash=sha256:f072f4d804ea359e4eaf198b1af7a8b0943881a87f31bb764f8bf219bb9419e0
+anyio==4.16.0 --hash=sha256:c66ae634e0b8228396b801741beb3294326d4b6102f7bba4041c0dfb58c29026
+h11==0.16.0 --hash=sha256:63cf8bbe7522de3bf65932fda1d9c2772064ffb3dae62d55932da54b31cb6c86
+httpcore2==2.16.2 --hash=sha256:16051ae2a42f776007543f32de9349a317b23d2cbb4e1456b4bac0e88b87419a
+httpx2==2.16.2 --hash=sha256:f05c13aade4c45dbf1c9060647a1058f0acad62398fad96e741269edb33d46f5
+idna==3.20 --hash=sha256:ab7ae7122974553370f0bdb919e1a960b2cd1bc1ef0276416d896db81c14582c
+pydantic==2.14.4 --hash=sha256:653a2ad9f6d8858529c77c72717d0ea991d6c6837fe683246b2f4b2bbfc3fadc
+sniffio==1.3.1 --hash=sha256:2f6da418d1f1e0fddd844478f41680e794e6051915791a034ff65e5f100525a2
+truststore==0.10.5 --hash=sha256:9aaaedaefaf06d8b206278cf8b5012bc897f485a874503501e12d776df78951c
+typing-extensions==4.16.0 --hash=sha256:481caa481374e813c1b176ada14e97f1f67a4539ce9cfeb3f350d78d6370c2e8
+typing-inspection==0.4.5 --hash=sha256:bc210535442b39e1bf2805e0c7a17dfd6a4ace760c84c7f7d16245d23a6b1c39
+jiter==0.19.0 \\
+    --hash=sha256:cc4a2b70ecd4f102583344c1f8cc5dc11618665b1889286bb3b4279c19b337dd \\
+    --hash=sha256:0956b5f58b804221dfb929c120e6d4032138fed20c1cc0ef683a2d1326255e46 \\
+    --hash=sha256:3b27d6bec319dc17cdced13e495f90ce066676ca296fc56f2dd2128f6a7599ed
+pydantic-core==2.50.5 \\
+    --hash=sha256:488319076ec92908b91fc6265ce761f1d78748f69f85518564fd16bf333e1b70 \\
+    --hash=sha256:470bbc2495367f60d3ca849a8039e4c164701d10637e7743f4427d92651bdb6d \\
+    --hash=sha256:cbfde3ad127786f1dea1a6cd89a5eb824a16203f24743ad2b4e07506f43bc844
 """
 PREFIX = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
 MEMBERS = {
@@ -160,27 +185,30 @@ def llama_models_fixtures(dest: pathlib.Path) -> None:
     write_atomic(dest / EXAMPLES, examples.encode("utf-8"))
 
 
-def oracle_venv(dest: pathlib.Path) -> None:
-    """The template oracle's virtual environment `venv/`: made with `python3 -m venv`, then the
-    pinned packages installed with hash checking. `venv/requirements.txt` is written last, so
-    it marks a complete environment; one without it, or made for other pins, is made again."""
-    venv = dest / "venv"
+def make_venv(dest: pathlib.Path, name: str, requirements: str, what: str) -> None:
+    """A virtual environment `name/`: made with `python3 -m venv`, then the pinned packages
+    installed with hash checking. `name/requirements.txt` is written last, so it marks a complete
+    environment; one without it, or made for other pins, is made again."""
+    venv = dest / name
     marker = venv / "requirements.txt"
-    if marker.exists() and marker.read_text() == ORACLE_REQUIREMENTS:
+    if marker.exists() and marker.read_text() == requirements:
         return
     if venv.exists():
         shutil.rmtree(venv)
-    print("fixtures: making the Jinja2 oracle's virtual environment", file=sys.stderr)
+    print(f"fixtures: making the virtual environment of {what}", file=sys.stderr)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     except subprocess.CalledProcessError:
         sys.exit("fixtures: `python3 -m venv` failed (on Debian, install python3-venv)")
     pending = venv / "requirements.txt.partial"
-    pending.write_text(ORACLE_REQUIREMENTS)
+    pending.write_text(requirements)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--require-hashes",
-           "--no-deps", "-r", str(pending)]
+           "--no-deps", "--only-binary=:all:", "-r", str(pending)]
+    if name == "venv":
+        # MarkupSafe may have to build from its source archive where no wheel fits.
+        pip.remove("--only-binary=:all:")
     if subprocess.run(pip).returncode != 0:
-        sys.exit("fixtures: installing the oracle's packages failed")
+        sys.exit(f"fixtures: installing the packages of {what} failed")
     pending.replace(marker)
 
 
@@ -193,7 +221,8 @@ def main() -> None:
     dest = pathlib.Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
     llama_models_fixtures(dest)
-    oracle_venv(dest)
+    make_venv(dest, "venv", ORACLE_REQUIREMENTS, "the Jinja2 oracle")
+    make_venv(dest, "clients", CLIENT_REQUIREMENTS, "the API clients (openai)")
     wanted = [dest / name for name in MEMBERS.values()]
     src_dir = dest / "llama.cpp"
     if all(p.exists() for p in wanted) and (not args.llama_src or src_dir.exists()):

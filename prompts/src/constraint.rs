@@ -38,6 +38,35 @@ impl ToolConstraint {
     pub fn is_lazy(&self) -> bool {
         !self.triggers.is_empty()
     }
+
+    /// A reply that is one JSON value valid against `schema` from its first token (JSON mode),
+    /// spelled compactly as tool arguments are.
+    pub fn json_reply(schema: &Value) -> ToolConstraint {
+        let mut schema = match schema {
+            Value::Object(map) if !map.is_empty() => schema.clone(),
+            _ => serde_json::json!({"type": "object"}),
+        };
+        if let Value::Object(map) = &mut schema {
+            map.entry("x-guidance").or_insert_with(compact_json);
+        }
+        ToolConstraint {
+            lark: format!(
+                "start: reply\nreply: %json {}",
+                serde_json::to_string(&schema).expect("values serialise")
+            ),
+            triggers: Vec::new(),
+            choice: ToolChoice::Required,
+        }
+    }
+}
+
+/// llguidance's options for JSON spelled one way: `{"a": 1, "b": [2, 3]}`.
+fn compact_json() -> Value {
+    serde_json::json!({
+        "whitespace_flexible": false,
+        "item_separator": ", ",
+        "key_separator": ": ",
+    })
 }
 
 /// Something in the generated turn that engages a lazy constraint.
@@ -114,13 +143,7 @@ pub(crate) fn json_rule(tool: &ToolSpec) -> String {
         _ => serde_json::json!({"type": "object"}),
     };
     if let Value::Object(map) = &mut schema {
-        map.entry("x-guidance").or_insert_with(|| {
-            serde_json::json!({
-                "whitespace_flexible": false,
-                "item_separator": ", ",
-                "key_separator": ": ",
-            })
-        });
+        map.entry("x-guidance").or_insert_with(compact_json);
     }
     format!(
         "%json {}",

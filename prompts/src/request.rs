@@ -83,7 +83,7 @@ impl RenderRequest {
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| message(i, item))
+                .map(|(i, item)| message_from_json(i, item))
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => return fail("`messages` must be an array"),
             None => return fail("missing `messages` array"),
@@ -182,7 +182,12 @@ fn bool_field(object: &Map<String, Value>, key: &str, default: bool) -> Result<b
     }
 }
 
-fn message(index: usize, value: &Value) -> Result<Message, RequestError> {
+/// Reads `messages[index]` of a request: an OpenAI message object.
+///
+/// # Errors
+/// [`RequestError`] naming the field first (`messages[2].tool_calls[0]…`): unknown roles, calls
+/// without a function name, arguments that are not a JSON object, wrongly typed fields.
+pub fn message_from_json(index: usize, value: &Value) -> Result<Message, RequestError> {
     let Value::Object(object) = value else {
         return fail(format!("messages[{index}] must be an object"));
     };

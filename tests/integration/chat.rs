@@ -42,6 +42,9 @@ fn prompt_tokens(stats: &Value) -> u64 {
 
 #[test]
 fn reset_clears_what_the_model_sees_and_exit_quits() {
+    let _turn = crate::engine::ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let first = "Hello! Who are you?";
     let second = "Say hi.";
     let (stdout, stderr, reset) = chat(&[first, "/reset", second, "/exit", "never read"]);
@@ -76,6 +79,9 @@ fn reset_clears_what_the_model_sees_and_exit_quits() {
 
 #[test]
 fn a_chat_session_is_saved_every_turn_and_resumed_with_its_language() {
+    let _turn = crate::engine::ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let home = tempfile::tempdir().unwrap();
     let home_dir = home.path().to_str().unwrap();
     let model = default_model();

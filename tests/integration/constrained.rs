@@ -180,7 +180,8 @@ fn auto_choice_leaves_text_free_and_constrains_a_call_once_it_starts() {
         )
     );
     // The model writes `<tool_call>` after some text: from there the grammar holds the call to
-    // the schema (no extra properties), and the text before it stays free.
+    // the schema (no extra properties), and the text before it stays free. (Greedy output pinned
+    // for this build: prompts are evaluated in cancellable batches of 128 tokens.)
     let zone = json!({"zone": "Europe/Paris"});
     assert_eq!(
         run(
@@ -189,7 +190,7 @@ fn auto_choice_leaves_text_free_and_constrains_a_call_once_it_starts() {
         ),
         Outcome::calls(
             "To use a tool, answer with one JSON object per call, each between",
-            &[("get_time", zone.clone()), ("get_time", zone)]
+            &[("get_time", zone)]
         )
     );
 }

@@ -13,6 +13,7 @@ mod prompt_cli;
 mod readme;
 mod repl;
 mod run_cli;
+mod server;
 mod sessions;
 mod setup_script;
 mod tools_cli;

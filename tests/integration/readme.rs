@@ -181,6 +181,9 @@ fn the_section_is_parsed_into_its_blocks() {
 
 #[test]
 fn every_example_in_using_corral_runs_as_written() {
+    let _turn = crate::engine::ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let readme = std::fs::read_to_string(
         corral_test_support::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
     )

@@ -687,7 +687,11 @@ pub fn prompt_tools(registry: &Registry, only: Option<&[String]>) -> Vec<corral_
 /// Where messages start in `rendered`: where the format's rendering of the system message
 /// alone ends (the pinned prefix), and after each end-of-turn token outside plain-marked text.
 /// Tokenizing at these offsets gives the ids tokenizing the whole would.
-fn message_starts(format: &dyn Format, marked: &Conversation, rendered: &str) -> Vec<usize> {
+pub(crate) fn message_starts(
+    format: &dyn Format,
+    marked: &Conversation,
+    rendered: &str,
+) -> Vec<usize> {
     let mut starts = Vec::new();
     let system = usize::from(matches!(
         marked.messages.first(),

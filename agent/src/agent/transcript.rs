@@ -38,6 +38,12 @@ impl Transcript {
         &self.text
     }
 
+    /// Bytes `rendered` shares with the text so far, from the start (how much of a prompt this
+    /// transcript's cache could serve).
+    pub fn shared_prefix(&self, rendered: &str) -> usize {
+        common_prefix_bytes(&self.text, rendered)
+    }
+
     /// Tokens the last [`Transcript::prompt_for`] shifted out of the KV cache in place.
     pub fn shifted(&self) -> usize {
         self.shifted

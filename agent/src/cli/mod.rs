@@ -14,6 +14,7 @@ mod model;
 pub mod prompt;
 mod replay;
 mod run;
+mod serve;
 mod session;
 mod sessions;
 pub mod stdin;
@@ -184,6 +185,8 @@ pub enum Command {
     /// Show the effective configuration, or the config file's path.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Serve the model over an OpenAI-compatible HTTP API (loopback by default).
+    Serve(serve::ServeArgs),
 }
 
 impl Default for Command {
@@ -265,6 +268,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Session(command) => sessions::run(command),
         Command::Replay(args) => return replay::run(&args, &cli.global),
         Command::Config(command) => config::run(command, &cli.global),
+        Command::Serve(args) => return serve::run(&args, &cli.global),
     };
     done.map(|()| 0)
 }

@@ -14,7 +14,6 @@
 //! `corral replay` needs ([`super::replay`]); `--batch FILE` runs many tasks on one loaded
 //! model ([`super::batch`]).
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,13 +24,27 @@ use corral_tools::sanitize::strip_control;
 
 use super::display::{Paint, Shower};
 use super::sessions::{self, SessionFlags};
-use super::toolset::{agent_tools, parse_grant, AgentTools, Asker};
+use super::toolset::{tools_with_grants, AgentTools, Asker};
 use super::{session, GlobalOpts, UsageError};
 use crate::agent::{format_for_model, prompt_tools, Agent, Event, TurnOptions, TurnStop};
 use crate::memory::{Memory, MemorySettings};
 
 /// Steps per turn when neither a flag nor the config says.
 pub const DEFAULT_MAX_STEPS: usize = 8;
+
+/// `--max-steps`, else the config's, else [`DEFAULT_MAX_STEPS`].
+///
+/// # Errors
+/// Zero steps, as a usage error.
+pub(super) fn max_steps(flag: Option<usize>, global: &GlobalOpts) -> Result<usize, UsageError> {
+    let steps = flag
+        .or(global.config.max_steps.as_ref().map(|s| s.value))
+        .unwrap_or(DEFAULT_MAX_STEPS);
+    if steps == 0 {
+        return Err(UsageError::new("--max-steps must be at least 1"));
+    }
+    Ok(steps)
+}
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -135,13 +148,7 @@ impl Plan {
         // Every flag is checked before anything loads or is pulled.
         global.engine_options()?;
         scripted_sampling(global)?;
-        let max_steps = args
-            .max_steps
-            .or(global.config.max_steps.as_ref().map(|s| s.value))
-            .unwrap_or(DEFAULT_MAX_STEPS);
-        if max_steps == 0 {
-            return Err(UsageError::new("--max-steps must be at least 1").into());
-        }
+        let max_steps = max_steps(args.max_steps, global)?;
         let max_tokens = args
             .max_tokens
             .or(global.config.max_tokens.as_ref().map(|s| s.value));
@@ -150,18 +157,7 @@ impl Plan {
         }
         let call_timeout = seconds("--call-timeout", args.call_timeout)?;
         let timeout = seconds("--timeout", args.timeout)?;
-        let mut grants = BTreeMap::new();
-        for g in &args.grant {
-            parse_grant(g, &mut grants)?;
-        }
-        let tools = agent_tools(global, &grants)?;
-        let offered_names = match &args.tools {
-            Some(names) => {
-                check_names(&tools, names)?;
-                names.clone()
-            }
-            None => tools.offered.clone(),
-        };
+        let (tools, offered_names) = tools_with_grants(global, &args.grant, args.tools.as_deref())?;
         let offered = prompt_tools(&tools.registry, Some(&offered_names));
         let tool_choice = parse_tool_choice(&args.tool_choice, &offered)?;
         let system = args

@@ -93,6 +93,31 @@ pub(super) fn agent_tools(
     })
 }
 
+/// The tools of a run or a server: `--grant`s parsed and applied, and the names offered
+/// (`names` when given, checked to be installed; else the default offer).
+///
+/// # Errors
+/// A bad grant or an unknown name (usage errors), or what [`agent_tools`] reports.
+pub(super) fn tools_with_grants(
+    global: &GlobalOpts,
+    grant_flags: &[String],
+    names: Option<&[String]>,
+) -> anyhow::Result<(AgentTools, Vec<String>)> {
+    let mut grants = BTreeMap::new();
+    for g in grant_flags {
+        parse_grant(g, &mut grants)?;
+    }
+    let tools = agent_tools(global, &grants)?;
+    let offered = match names {
+        Some(names) => {
+            super::run::check_names(&tools, names)?;
+            names.to_vec()
+        }
+        None => tools.offered.clone(),
+    };
+    Ok((tools, offered))
+}
+
 /// Adds `--grant PLUGIN=WHAT` to `grants`.
 ///
 /// # Errors

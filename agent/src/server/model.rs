@@ -1,0 +1,633 @@
+//! The served model: one backend and format, its sequences, and the completion of one request.
+//!
+//! **KV reuse between requests.** Each sequence keeps the [`Transcript`] of what it last held.
+//! A request is rendered in the model's format and given the sequence whose transcript shares
+//! the longest prefix with it (the least recently used one when none shares anything), so a
+//! client that sends its growing conversation again pays only for the new messages. Replies are
+//! remembered by what the client will send back (content and calls) with the exact text the
+//! model wrote, and an assistant message that comes back is rendered from that text — so the
+//! prompt extends the cache byte for byte, the model's own token ids included.
+//!
+//! Requests are served one at a time (one llama.cpp context): the HTTP layer queues them in
+//! arrival order in front of [`ServedModel`].
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
+
+use corral_prompts::{
+    ControlTexts, Conversation, Format, Message, ParseEvent, ParsedMessage, ToolCall, ToolChoice,
+    ToolConstraint,
+};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::request::{ChatRequest, ResponseFormat};
+use crate::agent::{self, Transcript};
+use crate::engine::{
+    Backend, CancelToken, EngineError, GenerateRequest, Prompt, StopReason, Token,
+};
+
+/// Replies remembered for rendering them back exactly (oldest forgotten first).
+const REMEMBERED_REPLIES: usize = 4096;
+
+/// Why generation ended, as OpenAI spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The model ended its turn (or a stop string matched).
+    Stop,
+    /// `max_tokens` or the context window ran out.
+    Length,
+    /// The reply is tool calls.
+    ToolCalls,
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::ToolCalls => "tool_calls",
+        }
+    }
+}
+
+/// Token counts of one completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Tokens of the prompt (all steps, in agent mode).
+    pub prompt_tokens: usize,
+    /// Of those, found in the KV cache and not evaluated again.
+    pub cached_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+}
+
+impl Usage {
+    /// OpenAI's `usage` object.
+    pub fn to_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        })
+    }
+}
+
+/// What a completion streams as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// The request was accepted and generation begins (errors after this come mid-stream).
+    Started,
+    /// Visible text (leading whitespace of the reply is dropped).
+    Text(String),
+    /// A complete call, with its id and its index in the reply.
+    Call {
+        /// 0, 1, … in the reply.
+        index: usize,
+        /// The call.
+        call: ToolCall,
+    },
+    /// Agent mode: a tool ran server-side.
+    Step(Value),
+}
+
+/// A finished completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The text; `None` when the reply is only calls.
+    pub content: Option<String>,
+    /// Calls, each with its id.
+    pub tool_calls: Vec<ToolCall>,
+    /// Why it ended.
+    pub finish: Finish,
+    /// Token counts.
+    pub usage: Usage,
+    /// Agent mode: the tool steps run server-side, and how the turn ended.
+    pub agent: Option<Value>,
+    /// Generation was cut short by the caller (the client left).
+    pub cancelled: bool,
+}
+
+/// The one loaded model behind the server.
+pub struct ServedModel {
+    backend: Box<dyn Backend + Send>,
+    format: Box<dyn Format + Send + Sync>,
+    controls: ControlTexts,
+    slots: Vec<Slot>,
+    clock: u64,
+    replies: RememberedReplies,
+    call_prefix: String,
+    calls: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    transcript: Transcript,
+    used: u64,
+}
+
+impl ServedModel {
+    /// Serves `backend` in `format`, one slot per backend sequence.
+    pub fn new(backend: Box<dyn Backend + Send>, format: Box<dyn Format + Send + Sync>) -> Self {
+        let controls = ControlTexts::new(backend.info().control_tokens.iter().cloned());
+        let slots = (0..backend.info().sequences.max(1))
+            .map(|_| Slot::default())
+            .collect();
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ServedModel {
+            backend,
+            format,
+            controls,
+            slots,
+            clock: 0,
+            replies: RememberedReplies::default(),
+            call_prefix: format!("call_{:x}", started & 0xff_ffff_ffff),
+            calls: 0,
+        }
+    }
+
+    /// The backend (model facts, tests).
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Completes `request` (plain mode): streams pieces into `sink` (`Break`: the client is gone,
+    /// generation stops) and returns the whole reply.
+    ///
+    /// # Errors
+    /// 400s for a conversation the format cannot express or that does not fit the window, 500
+    /// when the engine fails.
+    pub fn complete(
+        &mut self,
+        request: &ChatRequest,
+        cancel: &CancelToken,
+        sink: &mut dyn FnMut(Piece) -> ControlFlow<()>,
+    ) -> Result<Completion, ApiError> {
+        let conversation = self.conversation(request);
+        let (sequence, tokens) = self.prompt(&conversation)?;
+        let max_tokens = self.room_for_reply(tokens.len(), request.max_tokens)?;
+        let constraint = match &request.response_format {
+            ResponseFormat::Text => self
+                .format
+                .constraint(&conversation, &request.tool_choice)
+                .map_err(|e| ApiError::invalid(Some("tool_choice".into()), e.to_string()))?,
+            ResponseFormat::JsonObject => {
+                Some(ToolConstraint::json_reply(&json!({"type": "object"})))
+            }
+            ResponseFormat::JsonSchema(schema) => Some(ToolConstraint::json_reply(schema)),
+        };
+        let generate = GenerateRequest {
+            prompt: Prompt::Tokens(tokens),
+            sequence,
+            max_tokens: Some(max_tokens),
+            sampling: request.sampling.clone(),
+            stop_strings: request.stop.clone(),
+            stop_tokens: Vec::new(),
+            cancel: cancel.clone(),
+            constraint,
+        };
+        if sink(Piece::Started).is_break() {
+            return Err(ApiError::internal(
+                "the client left before generation began",
+            ));
+        }
+        let mut parser = self.format.parser(conversation.tool_set());
+        let mut parsed = ParsedMessage::default();
+        let mut out = Outgoing::new(request.parallel_tool_calls, self.next_id_base());
+        let mut gone = false;
+        let mut feed = |events: Vec<ParseEvent>, parsed: &mut ParsedMessage, gone: &mut bool| {
+            for event in events {
+                for piece in out.take(&event) {
+                    if !*gone && sink(piece).is_break() {
+                        *gone = true;
+                    }
+                }
+                parsed.apply(event);
+            }
+        };
+        let generation = self
+            .backend
+            .generate(&generate, &mut |text| {
+                feed(parser.push(text), &mut parsed, &mut gone);
+                if gone {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .map_err(engine_error)?;
+        let mut generated = generation.text.clone();
+        if let StopReason::EndOfGeneration(end) = &generation.stop {
+            generated.push_str(end);
+            feed(parser.push(end), &mut parsed, &mut gone);
+        }
+        feed(parser.finish(), &mut parsed, &mut gone);
+        self.slots[sequence].transcript.record(&generation);
+        let mut calls = parsed.tool_calls;
+        if !request.parallel_tool_calls {
+            calls.truncate(1);
+        }
+        for (call, id) in calls.iter_mut().zip(out.ids.iter()) {
+            call.id = Some(id.clone());
+        }
+        let content = parsed.content.trim_start().to_string();
+        if matches!(
+            generation.stop,
+            StopReason::EndOfGeneration(_) | StopReason::MaxTokens
+        ) {
+            self.replies
+                .remember(reply_key(&content, &calls), generated);
+        }
+        let finish = if !calls.is_empty() {
+            Finish::ToolCalls
+        } else if matches!(
+            generation.stop,
+            StopReason::MaxTokens | StopReason::ContextFull
+        ) {
+            Finish::Length
+        } else {
+            Finish::Stop
+        };
+        Ok(Completion {
+            content: (!content.is_empty() || calls.is_empty()).then_some(content),
+            tool_calls: calls,
+            finish,
+            usage: Usage {
+                prompt_tokens: generation.prompt_tokens,
+                cached_tokens: generation.reused_tokens,
+                completion_tokens: generation.generated_tokens,
+            },
+            agent: None,
+            cancelled: generation.stop == StopReason::Cancelled,
+        })
+    }
+
+    /// Runs an agent turn with corral's own tools (`registry`, the server owner's grants and
+    /// `policy`; calls whose policy is `ask` are refused, there is no one to ask) and returns
+    /// the final answer, with the steps in [`Completion::agent`].
+    ///
+    /// # Errors
+    /// As [`ServedModel::complete`]; a turn the engine broke off is a 500.
+    pub fn complete_agent(
+        &mut self,
+        request: &ChatRequest,
+        registry: &corral_tools::Registry,
+        setup: &AgentSetup,
+        cancel: &CancelToken,
+        sink: &mut dyn FnMut(Piece) -> ControlFlow<()>,
+    ) -> Result<Completion, ApiError> {
+        let mut conversation = self.conversation(request);
+        let tools = agent::prompt_tools(registry, Some(&setup.tools));
+        super::request::check_choice(&request.tool_choice, tools.iter().map(|t| t.name.as_str()))?;
+        conversation.tools = (!tools.is_empty()).then_some(tools);
+        let (sequence, tokens) = self.prompt(&conversation)?;
+        let prompt = tokens.len();
+        let window = self.backend.info().context_tokens;
+        let max_tokens = request
+            .max_tokens
+            .unwrap_or_else(|| crate::cli::reply_budget(window));
+        self.room_for_reply(prompt, Some(max_tokens))?;
+        let transcript = std::mem::take(&mut self.slots[sequence].transcript);
+        let options = agent::TurnOptions {
+            max_steps: setup.max_steps,
+            max_tokens: Some(max_tokens),
+            tool_choice: if conversation.tools.is_some() {
+                request.tool_choice.clone()
+            } else {
+                ToolChoice::None
+            },
+            sampling: request.sampling.clone(),
+            policy: setup.policy.clone(),
+            cancel: cancel.clone(),
+            call_timeout: setup.call_timeout,
+            ..agent::TurnOptions::default()
+        };
+        let before = conversation.messages.len();
+        let mut out = Outgoing::new(true, self.next_id_base());
+        if sink(Piece::Started).is_break() {
+            return Err(ApiError::internal(
+                "the client left before generation began",
+            ));
+        }
+        let mut gone = false;
+        let mut runner = agent::Agent::new(self.backend.as_mut(), self.format.as_ref(), registry)
+            .on_sequence(sequence)
+            .with_transcript(transcript);
+        let outcome = runner.run_turn(&mut conversation, &options, &mut |_| false, &mut |event| {
+            let piece = match event {
+                agent::Event::Text { delta } => out.text(delta),
+                agent::Event::ToolResult {
+                    id,
+                    name,
+                    ok,
+                    content,
+                    seconds,
+                } => Some(Piece::Step(json!({
+                    "id": id, "name": name, "ok": ok, "result": content,
+                    "seconds": seconds,
+                }))),
+                _ => None,
+            };
+            if let Some(piece) = piece {
+                if !gone && sink(piece).is_break() {
+                    gone = true;
+                    cancel.cancel();
+                }
+            }
+        });
+        self.slots[sequence].transcript = runner.into_state().0;
+        let steps: Vec<Value> = steps_of(&conversation.messages[before..]);
+        Ok(Completion {
+            content: Some(outcome.answer.trim_start().to_string()),
+            tool_calls: Vec::new(),
+            finish: if outcome.stop == agent::TurnStop::StepLimit {
+                Finish::Length
+            } else {
+                Finish::Stop
+            },
+            usage: Usage {
+                prompt_tokens: outcome.prompt_tokens,
+                cached_tokens: outcome.reused_tokens,
+                completion_tokens: outcome.generated_tokens,
+            },
+            agent: Some(json!({
+                "stop": outcome.stop,
+                "reason": outcome.reason,
+                "steps": steps,
+            })),
+            cancelled: outcome.stop == agent::TurnStop::Cancelled,
+        })
+    }
+
+    /// The request's conversation; assistant messages this server wrote get their exact text.
+    fn conversation(&self, request: &ChatRequest) -> Conversation {
+        let messages = request
+            .messages
+            .iter()
+            .map(|message| match message {
+                Message::Assistant {
+                    content,
+                    tool_calls,
+                    generated: None,
+                } => Message::Assistant {
+                    content: content.clone(),
+                    tool_calls: tool_calls.clone(),
+                    generated: self
+                        .replies
+                        .get(&reply_key(content.trim_start(), tool_calls))
+                        .map(str::to_string),
+                },
+                other => other.clone(),
+            })
+            .collect();
+        let offered = !request.tools.is_empty() && request.tool_choice != ToolChoice::None;
+        Conversation {
+            messages,
+            tools: offered.then(|| request.tools.clone()),
+            builtin_tools: None,
+        }
+    }
+
+    /// The sequence for `conversation` and the exact ids of its prompt there.
+    fn prompt(&mut self, conversation: &Conversation) -> Result<(usize, Vec<Token>), ApiError> {
+        let (rendered, marked) = self.render(conversation)?;
+        let sequence = self.pick_sequence(&rendered);
+        let splits = agent::message_starts(self.format.as_ref(), &marked, &rendered);
+        let tokens = self.slots[sequence]
+            .transcript
+            .prompt_for(&rendered, &splits, self.backend.as_mut(), sequence, false)
+            .map_err(engine_error)?;
+        Ok((sequence, tokens))
+    }
+
+    fn render(&self, conversation: &Conversation) -> Result<(String, Conversation), ApiError> {
+        let marked = conversation.plain_marked(&self.controls);
+        let rendered = self.format.render(&marked, true).map_err(|e| {
+            ApiError::invalid(
+                Some("messages".into()),
+                format!("the conversation cannot be put in this model's format: {e}"),
+            )
+        })?;
+        Ok((rendered, marked))
+    }
+
+    /// The sequence for a prompt: one whose whole cache the prompt continues (the longest);
+    /// else one that shares at least half of what it holds (a client that edited its last
+    /// message); else an empty one; else the least recently used. Sharing only a system prompt
+    /// with another conversation is not enough to take that conversation's cache.
+    fn pick_sequence(&mut self, rendered: &str) -> usize {
+        self.clock += 1;
+        let scored: Vec<(usize, usize)> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                let held = slot.transcript.text().len();
+                (slot.transcript.shared_prefix(rendered), held)
+            })
+            .collect();
+        let best = |keep: &dyn Fn(usize, usize) -> bool| {
+            scored
+                .iter()
+                .enumerate()
+                .filter(|(_, &(shared, held))| keep(shared, held))
+                .max_by_key(|(_, &(shared, _))| shared)
+                .map(|(i, _)| i)
+        };
+        let sequence = best(&|shared, held| held > 0 && shared == held)
+            .or_else(|| best(&|shared, held| shared > 0 && shared * 2 >= held))
+            .or_else(|| scored.iter().position(|&(_, held)| held == 0))
+            .unwrap_or_else(|| {
+                self.slots
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, slot)| slot.used)
+                    .map_or(0, |(i, _)| i)
+            });
+        self.slots[sequence].used = self.clock;
+        sequence
+    }
+
+    /// Tokens the reply may take: what was asked (checked against the window), else what the
+    /// window leaves.
+    fn room_for_reply(&self, prompt: usize, asked: Option<usize>) -> Result<usize, ApiError> {
+        let window = self.backend.info().context_tokens;
+        let left = window.saturating_sub(prompt);
+        match asked {
+            Some(asked) if prompt + asked > window => {
+                Err(context_exceeded(window, prompt, Some(asked)))
+            }
+            Some(asked) => Ok(asked),
+            None if left == 0 => Err(context_exceeded(window, prompt, None)),
+            None => Ok(left),
+        }
+    }
+
+    /// A fresh prefix for one reply's call ids, unique on this server.
+    fn next_id_base(&mut self) -> String {
+        self.calls += 1;
+        format!("{}_{}", self.call_prefix, self.calls)
+    }
+}
+
+/// How agent mode runs tools.
+#[derive(Debug, Clone)]
+pub struct AgentSetup {
+    /// The owner's policy (`ask` counts as refused).
+    pub policy: agent::Policy,
+    /// Generations per turn at most.
+    pub max_steps: usize,
+    /// Longest one call may run.
+    pub call_timeout: Option<std::time::Duration>,
+    /// The tools offered (those of plugins that need a folder and got none are left out).
+    pub tools: Vec<String>,
+}
+
+fn context_exceeded(window: usize, prompt: usize, asked: Option<usize>) -> ApiError {
+    let message = match asked {
+        Some(asked) => format!(
+            "this model's context window is {window} tokens, but the messages are {prompt} \
+             tokens and max_tokens asks for {asked} more: shorten the messages or lower max_tokens"
+        ),
+        None => format!(
+            "this model's context window is {window} tokens, but the messages are {prompt} \
+             tokens, leaving no room for a reply: shorten the messages"
+        ),
+    };
+    ApiError::invalid_code(Some("messages".into()), "context_length_exceeded", message)
+}
+
+fn engine_error(error: EngineError) -> ApiError {
+    match error {
+        EngineError::PromptTooLong { prompt, context } => context_exceeded(context, prompt, None),
+        e if e.is_usage() => ApiError::invalid(None, e.to_string()),
+        // The grammar is built from the request's schemas (or `response_format`).
+        EngineError::Constraint(why) => ApiError::invalid(
+            Some("tools".into()),
+            format!("the tools' schemas (or response_format's) cannot be enforced: {why}"),
+        ),
+        e => ApiError::internal(format!("the model failed: {e}")),
+    }
+}
+
+/// Turns parse events into what the client sees: text without the reply's leading whitespace,
+/// calls with fresh ids (only the first without parallel calls).
+struct Outgoing {
+    parallel: bool,
+    started: bool,
+    held: String,
+    id_base: String,
+    ids: Vec<String>,
+}
+
+impl Outgoing {
+    fn new(parallel: bool, id_base: String) -> Self {
+        Outgoing {
+            parallel,
+            started: false,
+            held: String::new(),
+            id_base,
+            ids: Vec::new(),
+        }
+    }
+
+    fn text(&mut self, delta: &str) -> Option<Piece> {
+        if self.started {
+            return Some(Piece::Text(delta.to_string()));
+        }
+        self.held.push_str(delta);
+        let visible = self.held.trim_start();
+        if visible.is_empty() {
+            return None;
+        }
+        self.started = true;
+        let piece = Piece::Text(visible.to_string());
+        self.held.clear();
+        Some(piece)
+    }
+
+    fn take(&mut self, event: &ParseEvent) -> Vec<Piece> {
+        match event {
+            ParseEvent::Text(delta) => self.text(delta).into_iter().collect(),
+            ParseEvent::ToolCall(call) if self.parallel || self.ids.is_empty() => {
+                let id = format!("{}_{}", self.id_base, self.ids.len());
+                self.ids.push(id.clone());
+                let mut call = call.clone();
+                call.id = Some(id);
+                vec![Piece::Call {
+                    index: self.ids.len() - 1,
+                    call,
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The key of a reply as a client sends it back: its content and its calls' names and
+/// arguments (ids are the client's to keep or drop).
+fn reply_key(content: &str, calls: &[ToolCall]) -> String {
+    let calls: Vec<Value> = calls.iter().map(|c| json!([c.name, c.arguments])).collect();
+    json!([content, calls]).to_string()
+}
+
+/// What the model wrote for replies this server gave, by [`reply_key`].
+#[derive(Default)]
+struct RememberedReplies {
+    texts: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl RememberedReplies {
+    fn remember(&mut self, key: String, generated: String) {
+        if self.texts.insert(key.clone(), generated).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > REMEMBERED_REPLIES {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.texts.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.texts.get(key).map(String::as_str)
+    }
+}
+
+/// The tool steps of an agent turn: each call with its result.
+fn steps_of(messages: &[Message]) -> Vec<Value> {
+    let mut steps = Vec::new();
+    let mut results: HashMap<&str, &corral_prompts::ToolOutput> = HashMap::new();
+    for message in messages {
+        if let Message::Tool {
+            content,
+            call_id: Some(id),
+        } = message
+        {
+            results.insert(id.as_str(), content);
+        }
+    }
+    for message in messages {
+        if let Message::Assistant { tool_calls, .. } = message {
+            for call in tool_calls {
+                let result = call
+                    .id
+                    .as_deref()
+                    .and_then(|id| results.get(id))
+                    .map(|output| match output {
+                        corral_prompts::ToolOutput::Text(text) => Value::String(text.clone()),
+                        corral_prompts::ToolOutput::Json(value) => value.clone(),
+                    });
+                steps.push(json!({
+                    "id": call.id, "name": call.name, "arguments": call.arguments,
+                    "result": result,
+                }));
+            }
+        }
+    }
+    steps
+}

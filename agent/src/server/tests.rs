@@ -1,0 +1,520 @@
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+
+use corral_prompts::llama31::{Llama31, Style};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::engine::{CancelToken, ScriptedBackend, ScriptedReply};
+
+const EOT: &str = "<|eot_id|>";
+const EOM: &str = "<|eom_id|>";
+
+fn format() -> Box<dyn corral_prompts::Format + Send + Sync> {
+    Box::new(Llama31::new(Style::Template).with_date(Some("26 Jul 2024".into())))
+}
+
+/// A model answering with `replies` in order, recording each prompt it saw.
+fn served(replies: Vec<ScriptedReply>, sequences: usize) -> (ServedModel, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let mut replies = replies.into_iter();
+    let backend = ScriptedBackend::new(Vec::new())
+        .with_sequences(sequences)
+        .with_responder(move |prompt| {
+            log.lock().unwrap().push(prompt.to_string());
+            replies
+                .next()
+                .unwrap_or_else(|| ScriptedReply::ending_with("(no more replies)", EOT))
+        });
+    (ServedModel::new(Box::new(backend), format()), seen)
+}
+
+fn parse(body: Value) -> Result<ChatRequest, ApiError> {
+    request::parse(
+        body.to_string().as_bytes(),
+        &Limits::default(),
+        &crate::engine::Sampling::greedy(),
+    )
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {"name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}})
+}
+
+fn complete(model: &mut ServedModel, body: Value) -> (Result<Completion, ApiError>, Vec<Piece>) {
+    let request = parse(body).expect("a valid request");
+    let mut pieces = Vec::new();
+    let result = model.complete(&request, &CancelToken::new(), &mut |piece| {
+        pieces.push(piece);
+        ControlFlow::Continue(())
+    });
+    (result, pieces)
+}
+
+#[test]
+fn client_mistakes_are_400s_naming_the_field() {
+    let cases = [
+        (
+            json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+            "unknown role",
+        ),
+        (json!({"model": "m", "messages": []}), "messages", "empty"),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+            "model",
+            "missing `model`",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]}),
+            "messages[1].tool_calls[0].function.arguments",
+            "not a JSON object",
+        ),
+        (
+            json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "x"}]}),
+            "n",
+            "must be 1",
+        ),
+        (
+            json!({"model": "m", "tool_choice": "required", "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice",
+            "no `tools`",
+        ),
+        (
+            json!({"model": "m", "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "nope"}},
+            "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice",
+            "`nope`",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 100000, "messages": [{"role": "user", "content": "x"}]}),
+            "max_tokens",
+            "cap of 4096",
+        ),
+        (
+            json!({"model": "m", "temperature": 3, "messages": [{"role": "user", "content": "x"}]}),
+            "temperature",
+            "from 0 to 2",
+        ),
+        (
+            json!({"model": "m", "stop": ["a", "b", "c", "d", "e"], "messages": [{"role": "user", "content": "x"}]}),
+            "stop",
+            "at most 4",
+        ),
+        (
+            json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+            "messages": [{"role": "user", "content": "x"}]}),
+            "response_format.json_schema.schema",
+            "needs",
+        ),
+        (
+            json!({"model": "m", "tools": [{"type": "function", "function": {"name": "bad name!"}}],
+            "messages": [{"role": "user", "content": "x"}]}),
+            "tools[0].function.name",
+            "letters, digits",
+        ),
+        (
+            json!({"model": "m", "functions": [], "messages": [{"role": "user", "content": "x"}]}),
+            "functions",
+            "deprecated",
+        ),
+    ];
+    for (body, param, needle) in cases {
+        let error = parse(body.clone()).expect_err(&body.to_string());
+        assert_eq!(error.status, 400, "{body}");
+        assert_eq!(error.param.as_deref(), Some(param), "{body}: {error}");
+        assert!(error.message.contains(needle), "{body}: {error}");
+    }
+    let error = request::parse(
+        b"{\"model\": ",
+        &Limits::default(),
+        &crate::engine::Sampling::greedy(),
+    )
+    .unwrap_err();
+    assert!(error.message.contains("not valid JSON"), "{error}");
+    let limits = Limits {
+        messages: 2,
+        ..Limits::default()
+    };
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]});
+    let error = request::parse(
+        body.to_string().as_bytes(),
+        &limits,
+        &crate::engine::Sampling::greedy(),
+    )
+    .unwrap_err();
+    assert!(error.message.contains("limit of 2"), "{error}");
+}
+
+#[test]
+fn a_reply_of_calls_has_null_content_ids_and_finish_reason_tool_calls() {
+    let reply = r#"{"name": "get_weather", "parameters": {"city": "Paris"}}"#;
+    let (mut model, _) = served(vec![ScriptedReply::ending_with(reply, EOM)], 1);
+    let body = json!({"model": "m", "tools": [weather_tool()],
+        "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    let (result, pieces) = complete(&mut model, body);
+    let completion = result.unwrap();
+    assert_eq!(completion.content, None);
+    assert_eq!(completion.finish, Finish::ToolCalls);
+    assert_eq!(completion.tool_calls.len(), 1);
+    assert_eq!(completion.tool_calls[0].arguments, json!({"city": "Paris"}));
+    let id = completion.tool_calls[0].id.clone().unwrap();
+    assert!(id.starts_with("call_"), "{id}");
+    assert!(
+        pieces.iter().all(|p| !matches!(p, Piece::Text(_))),
+        "no text leaks: {pieces:?}"
+    );
+    assert!(
+        matches!(&pieces[..], [Piece::Started, Piece::Call { index: 0, call }] if call.id.as_deref() == Some(id.as_str()))
+    );
+}
+
+#[test]
+fn text_replies_stream_without_leading_whitespace_and_parallel_false_keeps_one_call() {
+    let (mut model, _) = served(
+        vec![
+            ScriptedReply::ending_with("\n\n  Hello there.", EOT),
+            ScriptedReply::ending_with(
+                r#"{"name": "get_weather", "parameters": {"city": "A"}}; {"name": "get_weather", "parameters": {"city": "B"}}"#,
+                EOM,
+            ),
+        ],
+        1,
+    );
+    let (result, pieces) = complete(
+        &mut model,
+        json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    let completion = result.unwrap();
+    assert_eq!(completion.content.as_deref(), Some("Hello there."));
+    assert_eq!(completion.finish, Finish::Stop);
+    let streamed: String = pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, "Hello there.");
+    let (result, _) = complete(
+        &mut model,
+        json!({"model": "m", "tools": [weather_tool()], "parallel_tool_calls": false,
+               "messages": [{"role": "user", "content": "A and B?"}]}),
+    );
+    let completion = result.unwrap();
+    assert_eq!(completion.tool_calls.len(), 1, "{completion:?}");
+}
+
+#[test]
+fn a_client_sending_its_conversation_again_reuses_the_cache_and_the_models_exact_text() {
+    // Odd spacing the client will not reproduce when it re-serialises the arguments.
+    let reply = r#"{"name": "get_weather",  "parameters": {"city":"Paris"}}"#;
+    let (mut model, seen) = served(
+        vec![
+            ScriptedReply::ending_with(reply, EOM),
+            ScriptedReply::ending_with("Other conversation.", EOT),
+            ScriptedReply::ending_with("It is sunny.", EOT),
+        ],
+        2,
+    );
+    let first = json!({"model": "m", "tools": [weather_tool()],
+        "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    let completion = complete(&mut model, first).0.unwrap();
+    let call = &completion.tool_calls[0];
+    // Another client in between takes the other sequence.
+    complete(
+        &mut model,
+        json!({"model": "m", "messages": [{"role": "user", "content": "Something else entirely"}]}),
+    )
+    .0
+    .unwrap();
+    let again = json!({"model": "m", "tools": [weather_tool()], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": call.id, "type": "function",
+            "function": {"name": "get_weather", "arguments": call.arguments.to_string()}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}]});
+    let second = complete(&mut model, again).0.unwrap();
+    assert_eq!(second.content.as_deref(), Some("It is sunny."));
+    let prompts = seen.lock().unwrap();
+    assert!(
+        prompts[2].contains(&format!("{reply}{EOM}")),
+        "the reply is rendered as the model wrote it: {}",
+        prompts[2]
+    );
+    let first_len = prompts[0].chars().count();
+    assert!(
+        second.usage.cached_tokens >= first_len + reply.chars().count(),
+        "cached {} of {} (first prompt {first_len})",
+        second.usage.cached_tokens,
+        second.usage.prompt_tokens
+    );
+}
+
+#[test]
+fn a_prompt_over_the_window_is_a_400_with_the_numbers() {
+    let backend =
+        ScriptedBackend::new(vec![ScriptedReply::ending_with("x", EOT)]).with_context_tokens(200);
+    let mut model = ServedModel::new(Box::new(backend), format());
+    let (result, _) = complete(
+        &mut model,
+        json!({"model": "m", "messages": [{"role": "user", "content": "word ".repeat(100)}]}),
+    );
+    let error = result.unwrap_err();
+    assert_eq!(
+        (error.status, error.code),
+        (400, Some("context_length_exceeded"))
+    );
+    assert!(error.message.contains("200 tokens"), "{error}");
+    let (result, _) = complete(
+        &mut model,
+        json!({"model": "m", "max_tokens": 150, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let error = result.unwrap_err();
+    assert!(error.message.contains("max_tokens asks for 150"), "{error}");
+}
+
+#[test]
+fn json_mode_constrains_the_reply() {
+    let (mut model, _) = served(vec![ScriptedReply::ending_with("{\"a\": 1}", EOT)], 1);
+    let request = parse(
+        json!({"model": "m", "response_format": {"type": "json_object"},
+        "messages": [{"role": "user", "content": "json please"}]}),
+    )
+    .unwrap();
+    assert_eq!(request.response_format, ResponseFormat::JsonObject);
+    let completion = model
+        .complete(&request, &CancelToken::new(), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(completion.content.as_deref(), Some("{\"a\": 1}"));
+    let lark = corral_prompts::ToolConstraint::json_reply(&json!({"type": "object"})).lark;
+    assert!(lark.contains("%json"), "{lark}");
+}
+
+// --- HTTP ---------------------------------------------------------------------------------
+
+struct Running {
+    base: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn test_config() -> ServerConfig {
+    ServerConfig {
+        model_id: "test-model".into(),
+        aliases: Vec::new(),
+        api_key: None,
+        cors: Vec::new(),
+        limits: Limits::default(),
+        sampling: crate::engine::Sampling::greedy(),
+        agent: None,
+    }
+}
+
+fn start(replies: Vec<ScriptedReply>, configure: impl FnOnce(&mut ServerConfig)) -> Running {
+    let (model, _) = served(replies, 2);
+    let mut config = test_config();
+    configure(&mut config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = AppState::new(model, config);
+    let listener = runtime
+        .block_on(bind("127.0.0.1:0".parse().unwrap(), state.config()))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(serve(listener, state, std::future::pending()));
+    Running {
+        base,
+        _runtime: runtime,
+    }
+}
+
+/// Status and body of a request (ureq reports 4xx/5xx as errors; both are answers here).
+fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+    let mut request = ureq::request(method, url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let result = match body {
+        Some(body) => request
+            .set("Content-Type", "application/json")
+            .send_string(body),
+        None => request.call(),
+    };
+    match result {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+/// `POST /v1/chat/completions` without a key.
+fn post_chat(server: &Running, body: &Value) -> (u16, String) {
+    let url = format!("{}/v1/chat/completions", server.base);
+    call("POST", &url, &[], Some(&body.to_string()))
+}
+
+fn error_of(body: &str) -> Value {
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    value["error"].clone()
+}
+
+#[test]
+fn http_errors_are_openai_error_objects() {
+    let server = start(Vec::new(), |c| {
+        c.api_key = Some("s3cret".into());
+        c.limits.body_bytes = 2000;
+    });
+    let url = format!("{}/v1/chat/completions", server.base);
+    let auth = [("Authorization", "Bearer s3cret")];
+    let ok = r#"{"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let (status, body) = call("POST", &url, &[], Some(ok));
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(error_of(&body)["code"], "invalid_api_key");
+    let (status, _) = call("POST", &url, &[("Authorization", "Bearer s3cre")], Some(ok));
+    assert_eq!(status, 401);
+    let (status, body) = call("POST", &url, &auth, Some("{\"model\": "));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_of(&body)["type"], "invalid_request_error");
+    let (status, body) = call(
+        "POST",
+        &url,
+        &auth,
+        Some(&ok.replace("test-model", "gpt-9")),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(error_of(&body)["code"], "model_not_found");
+    let big = format!(
+        r#"{{"model": "test-model", "messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(3000)
+    );
+    let (status, body) = call("POST", &url, &auth, Some(&big));
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(error_of(&body)["code"], "request_too_large");
+    let (status, body) = call("GET", &format!("{}/v1/nothing", server.base), &auth, None);
+    assert_eq!(status, 404, "{body}");
+    assert!(error_of(&body)["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/chat/completions"));
+    let (status, body) = call("GET", &url, &auth, None);
+    assert_eq!(status, 405, "{body}");
+    let (status, body) = call("GET", &format!("{}/health", server.base), &[], None);
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap()["status"].clone()
+        ),
+        (200, json!("ok"))
+    );
+    let (status, body) = call("GET", &format!("{}/v1/models", server.base), &auth, None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["data"][0]["id"],
+        "test-model"
+    );
+    let (status, body) = call("POST", &url, &auth, Some(ok));
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["object"], "chat.completion");
+    assert_eq!(reply["choices"][0]["finish_reason"], "stop");
+    assert!(reply["usage"]["prompt_tokens_details"]["cached_tokens"].is_u64());
+}
+
+#[test]
+fn streams_tool_calls_as_openai_chunks() {
+    let reply = r#"{"name": "get_weather", "parameters": {"city": "Paris"}}"#;
+    let server = start(vec![ScriptedReply::ending_with(reply, EOM)], |_| {});
+    let body = json!({"model": "test-model", "stream": true, "stream_options": {"include_usage": true},
+        "tools": [weather_tool()], "messages": [{"role": "user", "content": "Weather?"}]});
+    let (status, text) = post_chat(&server, &body);
+    assert_eq!(status, 200, "{text}");
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let call_chunks: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["tool_calls"].is_array())
+        .collect();
+    assert_eq!(call_chunks.len(), 2, "{text}");
+    let head = &call_chunks[0]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(
+        (head["index"].clone(), head["function"]["name"].clone()),
+        (json!(0), json!("get_weather"))
+    );
+    assert!(head["id"].as_str().unwrap().starts_with("call_"));
+    let arguments = call_chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(arguments).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert!(chunks.iter().all(|c| c["choices"][0]["delta"]["content"]
+        .as_str()
+        .is_none_or(str::is_empty)));
+    let finish = chunks
+        .iter()
+        .find(|c| c["choices"][0]["finish_reason"].is_string())
+        .unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_stream_refused_before_it_starts_gets_its_status() {
+    let backend_window = |c: &mut ServerConfig| c.limits.max_tokens = 10;
+    let server = start(Vec::new(), backend_window);
+    let body = json!({"model": "test-model", "stream": true, "max_tokens": 11,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = post_chat(&server, &body);
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(error_of(&text)["param"], "max_tokens");
+}
+
+#[test]
+fn cors_only_for_named_origins_and_no_key_means_no_public_address() {
+    let server = start(Vec::new(), |c| c.cors = vec!["http://app.example".into()]);
+    let url = format!("{}/v1/models", server.base);
+    let allowed = ureq::request("OPTIONS", &url)
+        .set("Origin", "http://app.example")
+        .set("Access-Control-Request-Method", "POST")
+        .call()
+        .unwrap();
+    assert_eq!(allowed.status(), 204);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    let other = ureq::get(&url)
+        .set("Origin", "http://evil.example")
+        .call()
+        .unwrap();
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let config = test_config();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = runtime.block_on(bind("0.0.0.0:0".parse().unwrap(), &config));
+    assert!(
+        matches!(refused, Err(ServeError::Unprotected(_))),
+        "{refused:?}"
+    );
+}
