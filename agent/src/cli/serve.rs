@@ -102,6 +102,7 @@ pub fn run(args: &ServeArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
         ("--max-body", args.max_body),
         ("--max-messages", args.max_messages),
         ("--max-tokens-cap", args.max_tokens_cap),
+        ("--queue", args.queue),
     ] {
         if value == 0 {
             return Err(UsageError::new(format!("{flag} must be at least 1")).into());

@@ -89,6 +89,36 @@ impl ApiError {
         }
     }
 
+    /// 403: a browser page from an origin the owner did not allow, or a `Host` that is not this
+    /// loopback server (DNS rebinding).
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 403,
+            kind: "invalid_request_error",
+            param: None,
+            code: Some(code),
+            message: message.into(),
+        }
+    }
+
+    /// 415: the body is not declared as JSON.
+    pub fn not_json(got: &str) -> ApiError {
+        ApiError {
+            status: 415,
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unsupported_media_type"),
+            message: format!(
+                "the body is declared as {got:?}: send JSON with `Content-Type: application/json`"
+            ),
+        }
+    }
+
+    /// 400: the body could not be read (the client stopped sending, or bad framing).
+    pub fn unreadable(why: impl std::fmt::Display) -> ApiError {
+        ApiError::invalid(None, format!("the request body could not be read: {why}"))
+    }
+
     /// 413: the body is over the server's limit.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError {

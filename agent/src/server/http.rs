@@ -37,7 +37,8 @@ pub struct AppState {
 
 impl AppState {
     /// State around a served model.
-    pub fn new(model: ServedModel, config: ServerConfig) -> AppState {
+    pub fn new(mut model: ServedModel, config: ServerConfig) -> AppState {
+        model.reply_cap = config.limits.max_tokens;
         AppState {
             model: Arc::new(tokio::sync::Mutex::new(model)),
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -106,23 +107,50 @@ async fn require_key(State(state): State<AppState>, request: Request, next: Next
     }
 }
 
-/// CORS only for the origins the owner named (`--cors`); preflights are answered here.
+/// Browsers get in only from the origins the owner named (`--cors`): a request with any other
+/// `Origin` is refused, so a web page cannot drive a local server (and its agent) behind the
+/// user's back; preflights are answered here. Without an API key the server is loopback-only,
+/// and a `Host` that is not a loopback name is refused too (DNS rebinding).
 async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.config.api_key.is_none() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if let Some(host) = host.filter(|h| !is_loopback_host(h)) {
+            return ApiError::forbidden(
+                "forbidden_host",
+                format!(
+                    "Host {host:?} is not this loopback server: without an API key only \
+                     localhost, 127.0.0.1 and [::1] are served"
+                ),
+            )
+            .into_response();
+        }
+    }
     let origin = request
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let allowed = origin.as_deref().filter(|origin| {
-        state
-            .config
-            .cors
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == origin)
-    });
-    let Some(origin) = allowed.map(str::to_string) else {
+    let Some(origin) = origin else {
         return next.run(request).await;
     };
+    let allowed = state
+        .config
+        .cors
+        .iter()
+        .any(|allowed| allowed == "*" || *allowed == origin);
+    if !allowed {
+        return ApiError::forbidden(
+            "forbidden_origin",
+            format!(
+                "requests from the web origin {origin:?} are not allowed: start the server with \
+                 --cors {origin} to allow it"
+            ),
+        )
+        .into_response();
+    }
     let preflight = request.method() == Method::OPTIONS;
     let mut response = if preflight {
         StatusCode::NO_CONTENT.into_response()
@@ -185,6 +213,18 @@ async fn one_model(
     }
 }
 
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Cancels a generation when the handler (or the event stream) is dropped: the client left.
 struct CancelOnDrop(CancelToken);
 
@@ -219,6 +259,14 @@ async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> 
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = kind.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::not_json(kind));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -229,7 +277,17 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
     axum::body::to_bytes(body, limit)
         .await
         .map(|bytes| bytes.to_vec())
-        .map_err(|_| ApiError::too_large(limit))
+        .map_err(|e| {
+            let over = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if over {
+                ApiError::too_large(limit)
+            } else {
+                ApiError::unreadable(e)
+            }
+        })
 }
 
 async fn chat_inner(state: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

@@ -27,8 +27,10 @@ use crate::engine::{
     Backend, CancelToken, EngineError, GenerateRequest, Prompt, StopReason, Token,
 };
 
-/// Replies remembered for rendering them back exactly (oldest forgotten first).
+/// Replies remembered for rendering them back exactly, oldest forgotten first: at most this
+/// many, and at most this many bytes of keys and texts together.
 const REMEMBERED_REPLIES: usize = 4096;
+const REMEMBERED_BYTES: usize = 32 << 20;
 
 /// Why generation ended, as OpenAI spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +122,9 @@ pub struct ServedModel {
     replies: RememberedReplies,
     call_prefix: String,
     calls: u64,
+    /// Tokens a reply gets when the request names no `max_tokens` (the server's cap, or less
+    /// when the window has less room).
+    pub reply_cap: usize,
 }
 
 #[derive(Default)]
@@ -147,12 +152,19 @@ impl ServedModel {
             replies: RememberedReplies::default(),
             call_prefix: format!("call_{:x}", started & 0xff_ffff_ffff),
             calls: 0,
+            reply_cap: super::Limits::default().max_tokens,
         }
     }
 
     /// The backend (model facts, tests).
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// The text `sequence`'s transcript holds (tests).
+    #[cfg(test)]
+    pub(super) fn held_text(&self, sequence: usize) -> &str {
+        self.slots[sequence].transcript.text()
     }
 
     /// Completes `request` (plain mode): streams pieces into `sink` (`Break`: the client is gone,
@@ -168,7 +180,7 @@ impl ServedModel {
         sink: &mut dyn FnMut(Piece) -> ControlFlow<()>,
     ) -> Result<Completion, ApiError> {
         let conversation = self.conversation(request);
-        let (sequence, tokens) = self.prompt(&conversation)?;
+        let (sequence, tokens, transcript) = self.prompt(&conversation)?;
         let max_tokens = self.room_for_reply(tokens.len(), request.max_tokens)?;
         let constraint = match &request.response_format {
             ResponseFormat::Text => self
@@ -190,6 +202,7 @@ impl ServedModel {
             cancel: cancel.clone(),
             constraint,
         };
+        self.slots[sequence].transcript = transcript;
         if sink(Piece::Started).is_break() {
             return Err(ApiError::internal(
                 "the client left before generation began",
@@ -228,6 +241,7 @@ impl ServedModel {
         feed(parser.finish(), &mut parsed, &mut gone);
         self.slots[sequence].transcript.record(&generation);
         let mut calls = parsed.tool_calls;
+        let parsed_calls = calls.len();
         if !request.parallel_tool_calls {
             calls.truncate(1);
         }
@@ -235,10 +249,14 @@ impl ServedModel {
             call.id = Some(id.clone());
         }
         let content = parsed.content.trim_start().to_string();
-        if matches!(
+        // Only a reply the client will send back as it got it: whole, not empty, no call left
+        // out (`parallel_tool_calls: false` drops the rest, which the text still holds).
+        let whole = matches!(
             generation.stop,
             StopReason::EndOfGeneration(_) | StopReason::MaxTokens
-        ) {
+        ) && calls.len() == parsed_calls
+            && !(content.is_empty() && calls.is_empty());
+        if whole {
             self.replies
                 .remember(reply_key(&content, &calls), generated);
         }
@@ -280,18 +298,30 @@ impl ServedModel {
         cancel: &CancelToken,
         sink: &mut dyn FnMut(Piece) -> ControlFlow<()>,
     ) -> Result<Completion, ApiError> {
+        if request.response_format != ResponseFormat::Text || !request.stop.is_empty() {
+            return Err(ApiError::invalid(
+                Some(
+                    if request.stop.is_empty() {
+                        "response_format"
+                    } else {
+                        "stop"
+                    }
+                    .into(),
+                ),
+                "agent mode runs whole turns: `stop` and `response_format` are not supported there",
+            ));
+        }
         let mut conversation = self.conversation(request);
         let tools = agent::prompt_tools(registry, Some(&setup.tools));
         super::request::check_choice(&request.tool_choice, tools.iter().map(|t| t.name.as_str()))?;
         conversation.tools = (!tools.is_empty()).then_some(tools);
-        let (sequence, tokens) = self.prompt(&conversation)?;
+        let (sequence, tokens, transcript) = self.prompt(&conversation)?;
         let prompt = tokens.len();
         let window = self.backend.info().context_tokens;
         let max_tokens = request
             .max_tokens
             .unwrap_or_else(|| crate::cli::reply_budget(window));
         self.room_for_reply(prompt, Some(max_tokens))?;
-        let transcript = std::mem::take(&mut self.slots[sequence].transcript);
         let options = agent::TurnOptions {
             max_steps: setup.max_steps,
             max_tokens: Some(max_tokens),
@@ -392,16 +422,21 @@ impl ServedModel {
         }
     }
 
-    /// The sequence for `conversation` and the exact ids of its prompt there.
-    fn prompt(&mut self, conversation: &Conversation) -> Result<(usize, Vec<Token>), ApiError> {
+    /// The sequence for `conversation`, the exact ids of its prompt there, and the transcript
+    /// that holds them (put in the slot only once the request is accepted, so a refused one
+    /// leaves the slot's conversation as it was).
+    fn prompt(
+        &mut self,
+        conversation: &Conversation,
+    ) -> Result<(usize, Vec<Token>, Transcript), ApiError> {
         let (rendered, marked) = self.render(conversation)?;
         let sequence = self.pick_sequence(&rendered);
         let splits = agent::message_starts(self.format.as_ref(), &marked, &rendered);
-        let tokens = self.slots[sequence]
-            .transcript
+        let mut transcript = self.slots[sequence].transcript.clone();
+        let tokens = transcript
             .prompt_for(&rendered, &splits, self.backend.as_mut(), sequence, false)
             .map_err(engine_error)?;
-        Ok((sequence, tokens))
+        Ok((sequence, tokens, transcript))
     }
 
     fn render(&self, conversation: &Conversation) -> Result<(String, Conversation), ApiError> {
@@ -416,8 +451,8 @@ impl ServedModel {
     }
 
     /// The sequence for a prompt: one whose whole cache the prompt continues (the longest);
-    /// else one that shares at least half of what it holds (a client that edited its last
-    /// message); else an empty one; else the least recently used. Sharing only a system prompt
+    /// else an empty one; else one that shares at least half of what it holds (a client that
+    /// edited its last message); else the least recently used. Sharing only a system prompt
     /// with another conversation is not enough to take that conversation's cache.
     fn pick_sequence(&mut self, rendered: &str) -> usize {
         self.clock += 1;
@@ -438,8 +473,8 @@ impl ServedModel {
                 .map(|(i, _)| i)
         };
         let sequence = best(&|shared, held| held > 0 && shared == held)
-            .or_else(|| best(&|shared, held| shared > 0 && shared * 2 >= held))
             .or_else(|| scored.iter().position(|&(_, held)| held == 0))
+            .or_else(|| best(&|shared, held| shared > 0 && shared * 2 >= held))
             .unwrap_or_else(|| {
                 self.slots
                     .iter()
@@ -462,7 +497,7 @@ impl ServedModel {
             }
             Some(asked) => Ok(asked),
             None if left == 0 => Err(context_exceeded(window, prompt, None)),
-            None => Ok(left),
+            None => Ok(left.min(self.reply_cap)),
         }
     }
 
@@ -579,16 +614,28 @@ fn reply_key(content: &str, calls: &[ToolCall]) -> String {
 struct RememberedReplies {
     texts: HashMap<String, String>,
     order: VecDeque<String>,
+    bytes: usize,
 }
 
 impl RememberedReplies {
     fn remember(&mut self, key: String, generated: String) {
-        if self.texts.insert(key.clone(), generated).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > REMEMBERED_REPLIES {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.texts.remove(&oldest);
-                }
+        let size = key.len() + generated.len();
+        if size > REMEMBERED_BYTES / 4 {
+            return;
+        }
+        match self.texts.insert(key.clone(), generated) {
+            Some(old) => self.bytes = self.bytes + size - key.len() - old.len(),
+            None => {
+                self.bytes += size;
+                self.order.push_back(key);
+            }
+        }
+        while self.order.len() > REMEMBERED_REPLIES || self.bytes > REMEMBERED_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(text) = self.texts.remove(&oldest) {
+                self.bytes -= oldest.len() + text.len();
             }
         }
     }

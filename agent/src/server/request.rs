@@ -219,11 +219,16 @@ fn messages(object: &Map<String, Value>, limits: &Limits) -> Result<Vec<Message>
             }
             None => corral_prompts::request::message_from_json(i, item),
         };
-        let parsed = parsed.map_err(|e| {
+        let mut parsed = parsed.map_err(|e| {
             // The prompts crate names the field first: `messages[2].tool_calls[0]…: …`.
             let param = e.0.split([' ', ':']).next().map(str::to_string);
             ApiError::invalid(param, e.0)
         })?;
+        // `generated` (text rendered verbatim, special tokens and all) is corral's own field for
+        // replies it wrote; from a client it would open a door past the plain marks.
+        if let Message::Assistant { generated, .. } = &mut parsed {
+            *generated = None;
+        }
         messages.push(parsed);
     }
     Ok(messages)
