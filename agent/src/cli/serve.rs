@@ -180,3 +180,44 @@ pub fn run(args: &ServeArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
     })?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_prompts::{Conversation, Message, ToolSpec};
+
+    #[test]
+    fn llama_models_are_served_in_the_official_templates_default_layout() {
+        let info = ModelInfo {
+            name: "Llama 3.1 8B Instruct".into(),
+            context_tokens: 8192,
+            sequences: 1,
+            trained_context_tokens: 131072,
+            chat_template: Some("{{ '<|start_header_id|>' }}…{{ '<|eot_id|>' }}".into()),
+            control_tokens: Vec::new(),
+        };
+        let conversation =
+            Conversation::new(vec![Message::user("Weather in Paris?")]).with_tools(vec![
+                ToolSpec::new(
+                    "get_weather",
+                    "Weather",
+                    serde_json::json!({"type": "object"}),
+                ),
+            ]);
+        let served = server_format(&info)
+            .unwrap()
+            .render(&conversation, true)
+            .unwrap();
+        // The agent keeps tools in the system message (memory pins it); a client expects the
+        // template's default: tools in the first user message.
+        let template = Llama31::new(Style::Template)
+            .render(&conversation, true)
+            .unwrap();
+        assert_eq!(served, template);
+        let agent = format_for_model(&info)
+            .unwrap()
+            .render(&conversation, true)
+            .unwrap();
+        assert_ne!(served, agent);
+    }
+}
