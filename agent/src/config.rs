@@ -115,6 +115,8 @@ pub struct Config {
     pub policy: BTreeMap<String, Sourced<Decision>>,
     /// Grants by plugin id (as in grants.toml; these win over it).
     pub grants: BTreeMap<String, Grant>,
+    /// MCP servers to take tools from, by name (`[mcpServers.NAME]`).
+    pub mcp_servers: BTreeMap<String, corral_tools::mcp::ServerEntry>,
 }
 
 /// The config file's shape; unknown keys are errors (a typo must not be silently ignored).
@@ -137,6 +139,8 @@ struct FileConfig {
     tools: ToolsTable,
     #[serde(default)]
     grants: BTreeMap<String, Grant>,
+    #[serde(default, rename = "mcpServers")]
+    mcp_servers: BTreeMap<String, corral_tools::mcp::ServerEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,6 +302,12 @@ impl Config {
                     message: format!("`{}` is not allow, ask or deny", s.get_ref()),
                 })
         };
+        for name in file.mcp_servers.keys() {
+            corral_tools::mcp::check_server_name(name).map_err(|message| ConfigError {
+                place: format!("{}: mcpServers.{name}", path.display()),
+                message,
+            })?;
+        }
         let mut policy = BTreeMap::new();
         for (name, word) in file.tools.policy {
             let key = format!("tools.policy.{name}");
@@ -325,6 +335,7 @@ impl Config {
                 .transpose()?,
             policy,
             grants: file.grants,
+            mcp_servers: file.mcp_servers,
         })
     }
 
@@ -529,6 +540,20 @@ mod tests {
         assert_eq!(c.default_policy.unwrap().value, Decision::Deny);
         assert_eq!(c.policy["clock"].value, Decision::Allow);
         assert_eq!(c.policy["clock"].from.to_string(), "/cfg/config.toml:7");
+    }
+
+    #[test]
+    fn mcp_servers_are_read_as_users_write_them() {
+        let c = parse(
+            "[mcpServers.time]\ncommand = \"uvx\"\nargs = [\"mcp-server-time\"]\nenv = { TZ = \"UTC\" }\n",
+        )
+        .unwrap();
+        let time = &c.mcp_servers["time"];
+        assert_eq!((time.command.as_str(), time.args.len()), ("uvx", 1));
+        assert_eq!(time.env["TZ"], "UTC");
+        let e = parse("[mcpServers.\"a__b\"]\ncommand = \"x\"\n").unwrap_err();
+        assert!(e.message.contains("no `__`"), "{e:?}");
+        assert!(parse("[mcpServers.t]\ncommand = \"x\"\ncwd = \"/\"\n").is_err());
     }
 
     #[test]

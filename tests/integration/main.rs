@@ -7,6 +7,7 @@ mod constrained;
 mod engine;
 mod generate_cli;
 mod kv_sequences;
+mod mcp;
 mod model_pull;
 mod plain_text;
 mod prompt_cli;

@@ -29,6 +29,7 @@ pub mod args;
 mod call;
 mod error;
 pub mod manifest;
+pub mod mcp;
 pub mod plugins;
 mod registry;
 pub mod sanitize;

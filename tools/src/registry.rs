@@ -125,7 +125,12 @@ impl Registry {
         })
     }
 
-    /// Which source provides tool `name`, if any.
+    /// The tool named `name`, if registered.
+    pub fn tool(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        self.tools.get(name).map(|e| Arc::clone(&e.tool))
+    }
+
+    /// Where the tool `name` comes from (a plugin id, or `mcp:SERVER`).
     pub fn source_of(&self, name: &str) -> Option<&str> {
         self.tools.get(name).map(|e| e.source.as_str())
     }

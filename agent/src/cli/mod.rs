@@ -10,6 +10,7 @@ mod config;
 mod display;
 pub mod escapes;
 mod generate;
+mod mcp;
 mod model;
 pub mod prompt;
 mod replay;
@@ -96,6 +97,10 @@ pub struct GlobalOpts {
     /// Show llama.cpp's own log.
     #[arg(long, global = true)]
     pub verbose: bool,
+    /// Also take tools from the MCP servers in this JSON file (`{"mcpServers": {NAME:
+    /// {"command", "args", "env"}}}`), on top of the config file's `[mcpServers]`.
+    #[arg(long = "mcp-config", global = true, value_name = "FILE")]
+    pub mcp_config: Option<PathBuf>,
     /// The config file and `CORRAL_*` variables ([`Config`]); flags override them.
     #[arg(skip)]
     pub config: Config,
@@ -187,6 +192,9 @@ pub enum Command {
     Config(config::ConfigCommand),
     /// Serve the model over an OpenAI-compatible HTTP API (loopback by default).
     Serve(serve::ServeArgs),
+    /// Model Context Protocol: offer corral's sandboxed tools to MCP clients.
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
 }
 
 impl Default for Command {
@@ -269,6 +277,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Replay(args) => return replay::run(&args, &cli.global),
         Command::Config(command) => config::run(command, &cli.global),
         Command::Serve(args) => return serve::run(&args, &cli.global),
+        Command::Mcp(command) => mcp::run(command, &cli.global),
     };
     done.map(|()| 0)
 }

@@ -67,7 +67,7 @@ pub fn run(command: ToolsCommand, global: &GlobalOpts) -> anyhow::Result<()> {
         }
         ToolsCommand::Verify => verify(&home),
         ToolsCommand::Record { dir } => record(&home, &dir),
-        ToolsCommand::Call { name, arguments } => call(&home, &name, &arguments, global.verbose),
+        ToolsCommand::Call { name, arguments } => call(&home, &name, &arguments, global),
     }
 }
 
@@ -218,15 +218,18 @@ fn install(home: &Home, path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn call(home: &Home, name: &str, arguments: &str, verbose: bool) -> anyhow::Result<()> {
+fn call(home: &Home, name: &str, arguments: &str, global: &GlobalOpts) -> anyhow::Result<()> {
+    let verbose = global.verbose;
     let arguments = if arguments == "-" {
         super::stdin::read_stdin("arguments")?
     } else {
         arguments.to_owned()
     };
     let sandbox = sandbox(home)?;
-    let (registry, problems) = plugins::registry(home, &sandbox).map_err(tools_error)?;
+    let (mut registry, problems) = plugins::registry(home, &sandbox).map_err(tools_error)?;
     warn_all(&problems);
+    // MCP servers' tools (`SERVER__TOOL`) can be called directly too.
+    let _mcp = super::toolset::connect_mcp(global, &mut registry)?;
     match registry.call(name, &arguments) {
         Ok(out) => {
             if verbose {

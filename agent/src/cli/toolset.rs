@@ -63,10 +63,11 @@ pub(super) fn agent_tools(
         bound: global.config.grants.clone(),
         session: session.clone(),
     };
-    let loaded =
+    let mut loaded =
         plugins::load_registry_with(&home, &sandbox, &|name| std::env::var(name).ok(), &extra)
             .map_err(tools_error)?;
     warn_all(&loaded.problems);
+    let mcp = connect_mcp(global, &mut loaded.registry)?;
     let mut policy = Policy::default();
     for name in &loaded.builtin_tools {
         policy.tools.insert(name.clone(), Decision::Allow);
@@ -75,6 +76,25 @@ pub(super) fn agent_tools(
         policy.default = d.value;
         // The config's default covers builtins too, unless it names them.
         policy.tools.clear();
+    }
+    // Tools of MCP servers run outside the sandbox: they ask unless the user named them.
+    let mut reach = loaded.reach;
+    for (spec, source) in loaded.registry.specs() {
+        if let Some(server) = source.strip_prefix("mcp:") {
+            policy.tools.insert(spec.name.clone(), Decision::Ask);
+            let command = mcp
+                .as_ref()
+                .and_then(|m| m.commands.get(server).cloned())
+                .unwrap_or_default();
+            reach.insert(
+                spec.name.clone(),
+                Reach {
+                    plugin: format!("mcp:{server}"),
+                    outside: Some(command),
+                    ..Reach::default()
+                },
+            );
+        }
     }
     for (name, d) in &global.config.policy {
         policy.tools.insert(name.clone(), d.value);
@@ -89,8 +109,39 @@ pub(super) fn agent_tools(
         registry: std::sync::Arc::new(loaded.registry),
         policy,
         offered,
-        reach: loaded.reach,
+        reach,
     })
+}
+
+/// The MCP servers of the config file and `--mcp-config` (which wins for a name in both),
+/// started and their tools registered; a server that cannot be used is a warning.
+///
+/// # Errors
+/// An unreadable or malformed `--mcp-config` file (a usage error).
+pub(super) fn connect_mcp(
+    global: &GlobalOpts,
+    registry: &mut Registry,
+) -> anyhow::Result<Option<corral_tools::mcp::McpClients>> {
+    let mut servers = global.config.mcp_servers.clone();
+    if let Some(path) = &global.mcp_config {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError::new(format!(
+                "--mcp-config {}: cannot read it: {e}",
+                path.display()
+            ))
+        })?;
+        let more = corral_tools::mcp::parse_config(&text)
+            .map_err(|e| UsageError::new(format!("--mcp-config {}: {e}", path.display())))?;
+        servers.extend(more);
+    }
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    let (clients, problems) = corral_tools::mcp::connect_all(&servers, registry)?;
+    for problem in problems {
+        eprintln!("warning: {}", strip_control(&problem.to_string()));
+    }
+    Ok(Some(clients))
 }
 
 /// The tools of a run or a server: `--grant`s parsed and applied, and the names offered
@@ -265,6 +316,7 @@ mod tests {
                 dirs: vec![("/home/me/p".into(), "/workspace".into(), Mode::Rw)],
                 env: vec!["TZ".into()],
                 network: vec![],
+                outside: None,
             },
         );
         let mut asker = Asker::new(reach);

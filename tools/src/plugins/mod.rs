@@ -246,17 +246,28 @@ pub struct Reach {
     pub env: Vec<String>,
     /// `ip:port` peers.
     pub network: Vec<String>,
+    /// For a tool that runs outside the sandbox (an MCP server's): the command it runs as.
+    pub outside: Option<String>,
 }
 
 impl Reach {
     /// Whether the calls can touch nothing outside their own memory.
     pub fn is_nothing(&self) -> bool {
-        self.dirs.is_empty() && self.env.is_empty() && self.network.is_empty()
+        self.outside.is_none()
+            && self.dirs.is_empty()
+            && self.env.is_empty()
+            && self.network.is_empty()
     }
 }
 
 impl std::fmt::Display for Reach {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(command) = &self.outside {
+            return write!(
+                f,
+                "anything you can: it runs outside the sandbox, as your own process `{command}`"
+            );
+        }
         if self.is_nothing() {
             return f.write_str("nothing outside the sandbox");
         }
@@ -394,6 +405,7 @@ pub fn load_registry_with(
                 .collect(),
             env: rights.env.iter().map(|(name, _)| name.clone()).collect(),
             network: rights.network.iter().map(|a| a.to_string()).collect(),
+            outside: None,
         };
         let context = Arc::new(context);
         for spec in p.tools {
