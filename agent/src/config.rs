@@ -302,11 +302,13 @@ impl Config {
                     message: format!("`{}` is not allow, ask or deny", s.get_ref()),
                 })
         };
-        for name in file.mcp_servers.keys() {
-            corral_tools::mcp::check_server_name(name).map_err(|message| ConfigError {
-                place: format!("{}: mcpServers.{name}", path.display()),
-                message,
-            })?;
+        for (name, entry) in &file.mcp_servers {
+            corral_tools::mcp::check_server_name(name)
+                .and_then(|()| entry.check())
+                .map_err(|message| ConfigError {
+                    place: format!("{}: mcpServers.{name}", path.display()),
+                    message,
+                })?;
         }
         let mut policy = BTreeMap::new();
         for (name, word) in file.tools.policy {
@@ -554,6 +556,10 @@ mod tests {
         let e = parse("[mcpServers.\"a__b\"]\ncommand = \"x\"\n").unwrap_err();
         assert!(e.message.contains("no `__`"), "{e:?}");
         assert!(parse("[mcpServers.t]\ncommand = \"x\"\ncwd = \"/\"\n").is_err());
+        let c = parse("[mcpServers.t]\ncommand = \"x\"\nstartup_timeout_sec = 90\n").unwrap();
+        assert_eq!(c.mcp_servers["t"].startup_timeout_sec, Some(90.0));
+        let e = parse("[mcpServers.t]\ncommand = \"x\"\ntool_timeout_sec = -1\n").unwrap_err();
+        assert!(e.message.contains("`tool_timeout_sec` is -1"), "{e:?}");
     }
 
     #[test]

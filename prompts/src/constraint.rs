@@ -137,11 +137,15 @@ pub(crate) fn lark_string(text: &str) -> String {
 /// the grammar forces, which the engine appends without sampling (much cheaper than sampling
 /// them), and a small model cannot wander into endless whitespace. A schema with its own
 /// `x-guidance` options keeps them.
+///
+/// Objects that list their `properties` and say nothing of others get only those (see
+/// [`close_objects`]).
 pub(crate) fn json_rule(tool: &ToolSpec) -> String {
     let mut schema = match &tool.parameters {
         Value::Object(map) if !map.is_empty() => tool.parameters.clone(),
         _ => serde_json::json!({"type": "object"}),
     };
+    close_objects(&mut schema);
     if let Value::Object(map) = &mut schema {
         map.entry("x-guidance").or_insert_with(compact_json);
     }
@@ -149,6 +153,40 @@ pub(crate) fn json_rule(tool: &ToolSpec) -> String {
         "%json {}",
         serde_json::to_string(&schema).expect("values serialise")
     )
+}
+
+/// Adds `"additionalProperties": false` to each object schema in `schema` that lists
+/// `properties` and has neither `additionalProperties` nor `patternProperties`, as llama.cpp's
+/// and OpenAI's tool grammars treat them. JSON Schema would allow any other key there, and most
+/// published schemas (every pydantic-made MCP schema) leave the key out; a small model then
+/// copies the tool's description into its arguments until it runs out of tokens. The schema
+/// that validates the call is not changed. Subschemas of `allOf` are left alone: closing each
+/// branch would make their conjunction unsatisfiable.
+fn close_objects(schema: &mut Value) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    if map.contains_key("properties")
+        && !map.contains_key("additionalProperties")
+        && !map.contains_key("patternProperties")
+    {
+        map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for key in ["properties", "$defs", "definitions"] {
+        if let Some(Value::Object(children)) = map.get_mut(key) {
+            children.values_mut().for_each(close_objects);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = map.get_mut(key) {
+            close_objects(child);
+        }
+    }
+    for key in ["anyOf", "oneOf", "prefixItems"] {
+        if let Some(Value::Array(children)) = map.get_mut(key) {
+            children.iter_mut().for_each(close_objects);
+        }
+    }
 }
 
 /// The tools (custom, by index) that `choice` allows; errors for unknown names.

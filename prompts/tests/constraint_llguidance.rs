@@ -276,3 +276,55 @@ fn hermes_constraint_accepts_tool_call_tags() {
         "<tool_call>\n{\"name\": \"fly\", \"arguments\": {}}\n</tool_call>"
     ));
 }
+
+#[test]
+fn objects_that_list_their_properties_get_only_those() {
+    // As pydantic writes schemas (every Python MCP server's): no `additionalProperties`.
+    let timezone = ToolSpec::new(
+        "get_time",
+        "Current time",
+        json!({
+            "type": "object",
+            "title": "get_timeArguments",
+            "properties": {
+                "timezone": {"type": "string", "title": "Timezone"},
+                "place": {"$ref": "#/$defs/Place"}
+            },
+            "required": ["timezone"],
+            "$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string"}}}}
+        }),
+    );
+    let open = ToolSpec::new(
+        "tag",
+        "Free-form tags",
+        json!({"type": "object", "properties": {"name": {"type": "string"}},
+               "additionalProperties": {"type": "integer"}}),
+    );
+    let conversation = Conversation::new(vec![Message::user("q")]).with_tools(vec![timezone, open]);
+    let required = llama()
+        .constraint(&conversation, &ToolChoice::Required)
+        .unwrap()
+        .unwrap();
+    let call = |args: &str| format!(r#"{{"name": "get_time", "parameters": {args}}}"#);
+    assert!(accepts(&required, &call(r#"{"timezone": "UTC"}"#)));
+    assert!(accepts(
+        &required,
+        &call(r#"{"timezone": "UTC", "place": {"city": "Oslo"}}"#)
+    ));
+    assert!(!accepts(
+        &required,
+        &call(r#"{"timezone": "UTC", "description": "Current time"}"#)
+    ));
+    assert!(
+        !accepts(
+            &required,
+            &call(r#"{"timezone": "UTC", "place": {"city": "Oslo", "x": 1}}"#)
+        ),
+        "nested objects are closed too"
+    );
+    // A schema that says what other keys may be keeps its word.
+    assert!(accepts(
+        &required,
+        r#"{"name": "tag", "parameters": {"name": "a", "weight": 3}}"#
+    ));
+}

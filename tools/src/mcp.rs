@@ -32,13 +32,18 @@ use serde_json::Value;
 use crate::call::{CallControl, CallError, CallOutput, Content, RuntimeError, RuntimeErrorKind};
 use crate::{Registry, Tool};
 
-/// How long a server may take to start and answer `initialize` and `tools/list`.
+/// How long a server may take to start and answer `initialize` and `tools/list`, unless its
+/// entry says otherwise (`startup_timeout_sec`).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long one call may take when the caller sets no deadline.
+/// How long one call may take at most, unless the entry says otherwise (`tool_timeout_sec`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest timeout an entry may set (an hour).
+const MAX_TIMEOUT_SEC: f64 = 3600.0;
+/// How much of a server's stderr is kept to explain why it failed.
+const STDERR_TAIL: usize = 2048;
 
 /// One `mcpServers` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerEntry {
     /// The program to start.
@@ -49,6 +54,44 @@ pub struct ServerEntry {
     /// Variables set for it (on top of corral's environment).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Seconds it may take to start and list its tools (default 20).
+    #[serde(default)]
+    pub startup_timeout_sec: Option<f64>,
+    /// Seconds one call may take at most (default 60; a run's own deadline can cut it shorter).
+    #[serde(default)]
+    pub tool_timeout_sec: Option<f64>,
+}
+
+impl ServerEntry {
+    /// Checks the timeouts: each must be a number of seconds above 0 and at most an hour.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("startup_timeout_sec", self.startup_timeout_sec),
+            ("tool_timeout_sec", self.tool_timeout_sec),
+        ] {
+            if let Some(v) = value {
+                if !(v > 0.0 && v <= MAX_TIMEOUT_SEC) {
+                    return Err(format!(
+                        "`{key}` is {v}: give seconds above 0 and at most {MAX_TIMEOUT_SEC}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_timeout(&self) -> Duration {
+        self.startup_timeout_sec
+            .map_or(START_TIMEOUT, Duration::from_secs_f64)
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.tool_timeout_sec
+            .map_or(CALL_TIMEOUT, Duration::from_secs_f64)
+    }
 }
 
 /// A `--mcp-config` file: `{"mcpServers": {"NAME": {"command", "args", "env"}}}`.
@@ -66,8 +109,11 @@ pub fn parse_config(text: &str) -> Result<BTreeMap<String, ServerEntry>, String>
     let file: ConfigFile = serde_json::from_str(text).map_err(|e| {
         format!("{e} (expected {{\"mcpServers\": {{\"NAME\": {{\"command\": …, \"args\": […], \"env\": {{…}}}}}}}})")
     })?;
-    for name in file.mcp_servers.keys() {
+    for (name, entry) in &file.mcp_servers {
         check_server_name(name)?;
+        entry
+            .check()
+            .map_err(|e| format!("mcpServers.{name}: {e}"))?;
     }
     Ok(file.mcp_servers)
 }
@@ -123,6 +169,48 @@ struct Connection {
     server: String,
     service: RunningService<RoleClient, ()>,
     runtime: Arc<tokio::runtime::Runtime>,
+    call_timeout: Duration,
+    stderr: StderrTail,
+}
+
+/// The last [`STDERR_TAIL`] bytes a server wrote on stderr, read all along so it never blocks
+/// on a full pipe.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl StderrTail {
+    fn follow(&self, stderr: tokio::process::ChildStderr) {
+        let tail = self.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut stderr = stderr;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+                let mut kept = tail.0.lock().unwrap_or_else(|e| e.into_inner());
+                kept.extend_from_slice(&buf[..n]);
+                let excess = kept.len().saturating_sub(STDERR_TAIL);
+                kept.drain(..excess);
+            }
+        });
+    }
+
+    /// `; its stderr ended with: …` (cleaned, last lines), or nothing when it wrote nothing.
+    fn explain(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&kept);
+        let text: String = text
+            .trim()
+            .chars()
+            .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+            .collect();
+        let lines: Vec<&str> = text.lines().rev().take(3).collect();
+        if lines.is_empty() {
+            String::new()
+        } else {
+            let lines: Vec<&str> = lines.into_iter().rev().collect();
+            format!("; its stderr ended with: {}", lines.join(" | "))
+        }
+    }
 }
 
 /// One MCP server's tool.
@@ -155,7 +243,7 @@ pub fn connect_all(
             server: name.clone(),
             reason,
         };
-        if let Err(e) = check_server_name(name) {
+        if let Err(e) = check_server_name(name).and_then(|()| entry.check()) {
             problems.push(problem(e));
             continue;
         }
@@ -166,12 +254,26 @@ pub fn connect_all(
                 .collect::<Vec<_>>()
                 .join(" "),
         );
-        match runtime.block_on(start(entry)) {
-            Ok((service, tools)) => {
+    }
+    // Servers start together: one that hangs costs its timeout once, not once per server after it.
+    let starts = servers
+        .iter()
+        .filter(|(name, _)| commands.contains_key(*name))
+        .map(|(name, entry)| async move { (name, entry, start(entry).await) });
+    let started = runtime.block_on(futures::future::join_all(starts));
+    for (name, entry, outcome) in started {
+        let problem = |reason: String| McpProblem {
+            server: name.clone(),
+            reason,
+        };
+        match outcome {
+            Ok((service, tools, stderr)) => {
                 let connection = Arc::new(Connection {
                     server: name.clone(),
                     service,
                     runtime: Arc::clone(&runtime),
+                    call_timeout: entry.call_timeout(),
+                    stderr,
                 });
                 for tool in tools {
                     let spec = ToolSpec {
@@ -198,28 +300,49 @@ pub fn connect_all(
     Ok((McpClients { commands }, problems))
 }
 
-async fn start(
-    entry: &ServerEntry,
-) -> Result<(RunningService<RoleClient, ()>, Vec<rmcp::model::Tool>), String> {
+type Started = (
+    RunningService<RoleClient, ()>,
+    Vec<rmcp::model::Tool>,
+    StderrTail,
+);
+
+async fn start(entry: &ServerEntry) -> Result<Started, String> {
     let mut command = tokio::process::Command::new(&entry.command);
-    command.args(&entry.args).envs(&entry.env);
-    let transport = rmcp::transport::TokioChildProcess::builder(command)
-        .stderr(std::process::Stdio::null())
+    // Killed whenever corral lets go of it, even when corral's runtime shuts down first.
+    command
+        .args(&entry.args)
+        .envs(&entry.env)
+        .kill_on_drop(true);
+    let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(command)
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", entry.command))?
-        .0;
-    let started = tokio::time::timeout(START_TIMEOUT, async {
+        .map_err(|e| format!("cannot start `{}`: {e}", entry.command))?;
+    let tail = StderrTail::default();
+    if let Some(stderr) = stderr {
+        tail.follow(stderr);
+    }
+    let limit = entry.start_timeout();
+    let started = tokio::time::timeout(limit, async {
         let service = ().serve(transport).await.map_err(|e| e.to_string())?;
         let tools = service.list_all_tools().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((service, tools))
     })
     .await;
     match started {
-        Ok(Ok(started)) => Ok(started),
-        Ok(Err(e)) => Err(format!("did not start an MCP session: {e}")),
+        Ok(Ok((service, tools))) => Ok((service, tools, tail)),
+        Ok(Err(e)) => {
+            // Give the reader a moment to collect what the server said as it died.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(format!(
+                "did not start an MCP session: {e}{}",
+                tail.explain()
+            ))
+        }
         Err(_) => Err(format!(
-            "did not answer `initialize` and `tools/list` within {} s",
-            START_TIMEOUT.as_secs()
+            "did not answer `initialize` and `tools/list` within {} s (set \
+             `startup_timeout_sec` in its entry to wait longer){}",
+            limit.as_secs_f64(),
+            tail.explain()
         )),
     }
 }
@@ -233,10 +356,8 @@ impl Tool for McpTool {
         if let Some(stopped) = control.stopped() {
             return Err(stopped);
         }
-        let limit = control
-            .remaining()
-            .unwrap_or(CALL_TIMEOUT)
-            .min(CALL_TIMEOUT);
+        let ceiling = self.connection.call_timeout;
+        let limit = control.remaining().unwrap_or(ceiling).min(ceiling);
         let arguments = match args {
             Value::Object(map) => Some(map.clone()),
             _ => None,
@@ -271,7 +392,11 @@ impl Tool for McpTool {
             ),
             Some(Ok(Err(e))) => stop(
                 RuntimeErrorKind::Trap,
-                format!("MCP server `{}` failed: {e}", connection.server),
+                format!(
+                    "MCP server `{}` failed: {e}{}",
+                    connection.server,
+                    connection.stderr.explain()
+                ),
             ),
             Some(Ok(Ok(result))) => from_result(result),
         }
@@ -361,6 +486,13 @@ impl ServerHandler for Served {
     ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
         let registry = Arc::clone(&self.registry);
         let name = request.name.to_string();
+        if !registry.contains(&name) {
+            // An unknown tool is a protocol error (-32602), not a tool's own failure.
+            return Err(rmcp::ErrorData::invalid_params(
+                format!("unknown tool `{name}`"),
+                None,
+            ));
+        }
         let args = Value::Object(request.arguments.unwrap_or_default());
         let result = tokio::task::spawn_blocking(move || {
             registry.call_value(&name, &args, &CallControl::default())

@@ -1,11 +1,37 @@
-//! Which prompt format a model gets, and where a rendered prompt's messages start (the points
-//! at which tokenizing piecewise gives the ids tokenizing the whole would).
+//! Which prompt format a model gets, where a rendered prompt's messages start (the points at
+//! which tokenizing piecewise gives the ids tokenizing the whole would), and a generation read
+//! by the format's parser as it streams.
+
+use std::ops::ControlFlow;
 
 use corral_prompts::hermes::Hermes;
 use corral_prompts::llama31::{Llama31, Style};
-use corral_prompts::{Conversation, Format, FormatKind, Message};
+use corral_prompts::{Conversation, Format, FormatKind, Message, ParseEvent, StreamParser};
 
-use crate::engine::ModelInfo;
+use crate::engine::{Backend, EngineError, GenerateRequest, Generation, ModelInfo, StopReason};
+
+/// Runs `request` while `parser` reads each piece, handing its events to `on_events` as they
+/// come (`Break` stops the generation). The end-of-generation token goes through the parser
+/// too, then its `finish`. Returns the generation and the text exactly as the model wrote it,
+/// that end token included (what the next prompt must hold for the cache to be reused).
+///
+/// # Errors
+/// As [`Backend::generate`].
+pub(crate) fn generate_parsed(
+    backend: &mut dyn Backend,
+    request: &GenerateRequest,
+    parser: &mut dyn StreamParser,
+    on_events: &mut dyn FnMut(Vec<ParseEvent>) -> ControlFlow<()>,
+) -> Result<(Generation, String), EngineError> {
+    let generation = backend.generate(request, &mut |piece| on_events(parser.push(piece)))?;
+    let mut generated = generation.text.clone();
+    if let StopReason::EndOfGeneration(end) = &generation.stop {
+        generated.push_str(end);
+        let _ = on_events(parser.push(end));
+    }
+    let _ = on_events(parser.finish());
+    Ok((generation, generated))
+}
 
 /// The prompt format of the loaded model, chosen once from its GGUF chat template
 /// ([`corral_prompts::detect`]): Llama 3.x headers or ChatML (Hermes-style calls).

@@ -33,6 +33,7 @@ use corral_tools::{CallControl, CallError, Registry};
 use crate::engine::{Backend, CancelToken, GenerateRequest, Prompt, Sampling, StopReason};
 use crate::memory::{Measure, Memory, MemoryError, ModelSummariser, Summariser};
 pub use events::{Event, TurnStop};
+pub(crate) use formats::generate_parsed;
 pub(crate) use formats::message_starts;
 pub use formats::{format_for_model, format_for_template};
 pub use transcript::Transcript;
@@ -441,20 +442,13 @@ impl<'a> Agent<'a> {
                 parsed.apply(event);
             }
         };
-        let generation = self
-            .backend
-            .generate(&request, &mut |piece| {
-                apply(parser.push(piece), &mut parsed);
+        let (generation, generated) =
+            generate_parsed(&mut *self.backend, &request, &mut *parser, &mut |events| {
+                apply(events, &mut parsed);
                 ControlFlow::Continue(())
             })
             .map_err(|e| e.to_string())?;
         self.transcript.record(&generation);
-        let mut generated = generation.text.clone();
-        if let StopReason::EndOfGeneration(token) = &generation.stop {
-            generated.push_str(token);
-            apply(parser.push(token), &mut parsed);
-        }
-        apply(parser.finish(), &mut parsed);
         Ok(Step {
             generated,
             parsed,

@@ -20,7 +20,7 @@ use super::{GlobalOpts, UsageError};
 /// Subcommands of `corral tools`.
 #[derive(Debug, Subcommand)]
 pub enum ToolsCommand {
-    /// List plugins (builtin and installed) and their tools.
+    /// List plugins (builtin and installed), MCP servers (config, `--mcp-config`) and their tools.
     List,
     /// Install a plugin folder (plugin.toml + component), after checking it.
     Install {
@@ -58,7 +58,7 @@ pub enum ToolsCommand {
 pub fn run(command: ToolsCommand, global: &GlobalOpts) -> anyhow::Result<()> {
     let home = home(global)?;
     match command {
-        ToolsCommand::List => list(&home),
+        ToolsCommand::List => list(&home, global),
         ToolsCommand::Install { path } => install(&home, &path),
         ToolsCommand::Remove { id } => {
             plugins::remove(&home, &id).map_err(tools_error)?;
@@ -134,11 +134,13 @@ pub fn warn_all(problems: &[corral_tools::Error]) {
     }
 }
 
-fn list(home: &Home) -> anyhow::Result<()> {
+fn list(home: &Home, global: &GlobalOpts) -> anyhow::Result<()> {
     let sandbox = sandbox(home)?;
     let (loaded, problems) = plugins::load_all(home, &sandbox);
     warn_all(&problems);
-    if loaded.is_empty() {
+    let mut mcp_tools = corral_tools::Registry::new();
+    let mcp = super::toolset::connect_mcp(global, &mut mcp_tools)?;
+    if loaded.is_empty() && mcp.is_none() {
         println!("no plugins installed (install one with `corral tools install PATH`)");
     }
     for p in &loaded {
@@ -155,6 +157,20 @@ fn list(home: &Home) -> anyhow::Result<()> {
                 "  {:<20} {}",
                 t.name,
                 strip_control(first_line(t.description.as_deref().unwrap_or_default()))
+            );
+        }
+    }
+    for (server, command) in mcp.iter().flat_map(|m| &m.commands) {
+        println!(
+            "{server} (MCP server, runs outside the sandbox) {}",
+            strip_control(command)
+        );
+        let source = format!("mcp:{server}");
+        for (spec, _) in mcp_tools.specs().filter(|(_, s)| *s == source) {
+            println!(
+                "  {:<20} {}",
+                spec.name,
+                strip_control(first_line(spec.description.as_deref().unwrap_or_default()))
             );
         }
     }

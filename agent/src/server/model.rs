@@ -222,10 +222,9 @@ impl ServedModel {
                 parsed.apply(event);
             }
         };
-        let generation = self
-            .backend
-            .generate(&generate, &mut |text| {
-                feed(parser.push(text), &mut parsed, &mut gone);
+        let (generation, generated) =
+            agent::generate_parsed(&mut *self.backend, &generate, &mut *parser, &mut |events| {
+                feed(events, &mut parsed, &mut gone);
                 if gone {
                     ControlFlow::Break(())
                 } else {
@@ -233,12 +232,6 @@ impl ServedModel {
                 }
             })
             .map_err(engine_error)?;
-        let mut generated = generation.text.clone();
-        if let StopReason::EndOfGeneration(end) = &generation.stop {
-            generated.push_str(end);
-            feed(parser.push(end), &mut parsed, &mut gone);
-        }
-        feed(parser.finish(), &mut parsed, &mut gone);
         self.slots[sequence].transcript.record(&generation);
         let mut calls = parsed.tool_calls;
         let parsed_calls = calls.len();
