@@ -174,9 +174,15 @@ struct Connection {
 }
 
 /// The last [`STDERR_TAIL`] bytes a server wrote on stderr, read all along so it never blocks
-/// on a full pipe.
+/// on a full pipe; `ended` is set once the pipe has closed (the server exited).
 #[derive(Clone, Default)]
-struct StderrTail(Arc<std::sync::Mutex<Vec<u8>>>);
+struct StderrTail {
+    kept: Arc<std::sync::Mutex<Vec<u8>>>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How long a failure waits for a dying server's last words on stderr.
+const STDERR_GRACE: Duration = Duration::from_secs(2);
 
 impl StderrTail {
     fn follow(&self, stderr: tokio::process::ChildStderr) {
@@ -186,17 +192,30 @@ impl StderrTail {
             let mut stderr = stderr;
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = stderr.read(&mut buf).await {
-                let mut kept = tail.0.lock().unwrap_or_else(|e| e.into_inner());
+                let mut kept = tail.kept.lock().unwrap_or_else(|e| e.into_inner());
                 kept.extend_from_slice(&buf[..n]);
                 let excess = kept.len().saturating_sub(STDERR_TAIL);
                 kept.drain(..excess);
             }
+            tail.ended.store(true, std::sync::atomic::Ordering::Release);
         });
+    }
+
+    /// [`StderrTail::explain`] once the server's stderr has closed, or after [`STDERR_GRACE`]
+    /// (a failed connection usually means the server is dying, and its reason comes last).
+    async fn explain_when_ended(&self) -> String {
+        let waited = tokio::time::timeout(STDERR_GRACE, async {
+            while !self.ended.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let _ = waited.await;
+        self.explain()
     }
 
     /// `; its stderr ended with: …` (cleaned, last lines), or nothing when it wrote nothing.
     fn explain(&self) -> String {
-        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let text = String::from_utf8_lossy(&kept);
         let text: String = text
             .trim()
@@ -330,14 +349,10 @@ async fn start(entry: &ServerEntry) -> Result<Started, String> {
     .await;
     match started {
         Ok(Ok((service, tools))) => Ok((service, tools, tail)),
-        Ok(Err(e)) => {
-            // Give the reader a moment to collect what the server said as it died.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Err(format!(
-                "did not start an MCP session: {e}{}",
-                tail.explain()
-            ))
-        }
+        Ok(Err(e)) => Err(format!(
+            "did not start an MCP session: {e}{}",
+            tail.explain_when_ended().await
+        )),
         Err(_) => Err(format!(
             "did not answer `initialize` and `tools/list` within {} s (set \
              `startup_timeout_sec` in its entry to wait longer){}",
@@ -390,14 +405,15 @@ impl Tool for McpTool {
                     limit.as_secs_f64()
                 ),
             ),
-            Some(Ok(Err(e))) => stop(
-                RuntimeErrorKind::Trap,
-                format!(
-                    "MCP server `{}` failed: {e}{}",
-                    connection.server,
-                    connection.stderr.explain()
-                ),
-            ),
+            Some(Ok(Err(e))) => {
+                let said = connection
+                    .runtime
+                    .block_on(connection.stderr.explain_when_ended());
+                stop(
+                    RuntimeErrorKind::Trap,
+                    format!("MCP server `{}` failed: {e}{said}", connection.server),
+                )
+            }
             Some(Ok(Ok(result))) => from_result(result),
         }
     }
