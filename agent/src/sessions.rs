@@ -58,6 +58,9 @@ pub struct Session {
     /// The KV state beside it (`NAME.kv`), when saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv: Option<KvState>,
+    /// The code interpreter's state, as the cells that built it (re-run on resume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_cells: Vec<String>,
 }
 
 impl Session {
@@ -73,6 +76,7 @@ impl Session {
             memory,
             transcript: Transcript::default(),
             kv: None,
+            code_cells: Vec::new(),
         }
     }
 }
@@ -432,6 +436,7 @@ mod tests {
         let store = SessionStore::at(dir.path().join("sessions"));
         assert!(store.load("a").unwrap().is_none());
         let mut s = session("a", "नमस्ते");
+        s.code_cells = vec!["import math".into(), "r = math.tau".into()];
         store.save(&mut s).unwrap();
         assert_eq!(store.load("a").unwrap(), Some(s.clone()));
         #[cfg(unix)]

@@ -300,6 +300,28 @@ impl Conversation {
         self.messages.push(message);
     }
 
+    /// This conversation with a custom tool named `code_interpreter` offered as the builtin
+    /// interpreter instead (for formats that have one: Llama 3.1 announces it with
+    /// `Environment: ipython` and takes raw code after `<|python_tag|>`). The custom list
+    /// becomes `None` when nothing else is in it, so no empty function list is rendered.
+    pub fn with_builtin_code_interpreter(&self) -> std::borrow::Cow<'_, Conversation> {
+        let name = BuiltinTool::CodeInterpreter.name();
+        let Some(tools) = &self.tools else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        if !tools.iter().any(|t| t.name == name) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut promoted = self.clone();
+        let rest: Vec<ToolSpec> = tools.iter().filter(|t| t.name != name).cloned().collect();
+        promoted.tools = (!rest.is_empty()).then_some(rest);
+        let builtins = promoted.builtin_tools.get_or_insert_with(Vec::new);
+        if !builtins.contains(&BuiltinTool::CodeInterpreter) {
+            builtins.push(BuiltinTool::CodeInterpreter);
+        }
+        std::borrow::Cow::Owned(promoted)
+    }
+
     /// The tool set a parser of this conversation's replies should know.
     pub fn tool_set(&self) -> ToolSet {
         ToolSet::new(
@@ -334,13 +356,20 @@ pub struct ToolSet {
 
 impl ToolSet {
     /// Knows these custom tools (with their parameter order) and builtin tools.
+    /// A custom tool named `code_interpreter` counts as the builtin interpreter too (see
+    /// [`Conversation::with_builtin_code_interpreter`]).
     pub fn new(tools: &[ToolSpec], builtins: &[BuiltinTool]) -> ToolSet {
+        let mut builtins = builtins.to_vec();
+        let interpreter = BuiltinTool::CodeInterpreter;
+        if tools.iter().any(|t| t.name == interpreter.name()) && !builtins.contains(&interpreter) {
+            builtins.push(interpreter);
+        }
         ToolSet {
             tools: tools
                 .iter()
                 .map(|tool| (tool.name.clone(), tool.parameter_names()))
                 .collect(),
-            builtins: builtins.to_vec(),
+            builtins,
             permissive: false,
         }
     }

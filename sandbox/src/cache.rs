@@ -100,6 +100,34 @@ impl ComponentCache {
         Ok(Some(bytes))
     }
 
+    /// The checked artifact at `artifact`, made by `deserialize`; else what `compile` makes,
+    /// cached as `serialize` spells it (a cache that cannot be written only costs time on the
+    /// next start). Says which happened.
+    ///
+    /// # Errors
+    /// What `compile` reports.
+    pub(crate) fn load_or_compile<T, E>(
+        &self,
+        artifact: &Path,
+        deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
+        compile: impl FnOnce() -> Result<T, E>,
+        serialize: impl FnOnce(&T) -> Option<Vec<u8>>,
+    ) -> Result<(T, CacheOutcome), E> {
+        let outcome = match self.read(artifact) {
+            Ok(Some(bytes)) => match deserialize(&bytes) {
+                Ok(value) => return Ok((value, CacheOutcome::Hit)),
+                Err(e) => CacheOutcome::Refused(format!("{}: {e:#}", artifact.display())),
+            },
+            Ok(None) => CacheOutcome::Miss,
+            Err(reason) => CacheOutcome::Refused(reason),
+        };
+        let value = compile()?;
+        if let Some(bytes) = serialize(&value) {
+            let _ = self.write(artifact, &bytes);
+        }
+        Ok((value, outcome))
+    }
+
     /// Writes an artifact and its MAC (each through a temp file and a rename).
     ///
     /// # Errors

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     MissingExport,
     /// The plugin misbehaved while being inspected (trapped in `list-tools`, bad spec).
     Inspect,
+    /// An instance could not be made (a folder it is given cannot be opened).
+    Start,
 }
 
 impl Error {

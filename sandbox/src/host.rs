@@ -5,6 +5,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::output::CappedPipe;
@@ -54,7 +55,9 @@ impl corral::tool::types::Host for HostState {}
 /// (Rust's allocator aborts when `memory.grow` fails) is reported as "memory limit reached".
 pub(crate) struct MemoryLimiter {
     pub inner: StoreLimits,
-    pub refused: bool,
+    /// Set when a memory or table could not grow; shared, so the host can read it while the
+    /// guest runs.
+    pub refused: Arc<AtomicBool>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -65,7 +68,9 @@ impl ResourceLimiter for MemoryLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let ok = self.inner.memory_growing(current, desired, maximum)?;
-        self.refused |= !ok;
+        if !ok {
+            self.refused.store(true, Ordering::Relaxed);
+        }
         Ok(ok)
     }
 
@@ -76,7 +81,9 @@ impl ResourceLimiter for MemoryLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let ok = self.inner.table_growing(current, desired, maximum)?;
-        self.refused |= !ok;
+        if !ok {
+            self.refused.store(true, Ordering::Relaxed);
+        }
         Ok(ok)
     }
 

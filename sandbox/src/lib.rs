@@ -46,6 +46,7 @@ mod output;
 mod pinned;
 mod plugin;
 pub mod private;
+pub mod python;
 mod runtime;
 mod write_quota;
 

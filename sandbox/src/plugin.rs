@@ -306,7 +306,7 @@ impl Plugin {
                     .tables(64)
                     .memories(8)
                     .build(),
-                refused: false,
+                refused: Arc::default(),
             },
             log: stderr.clone(),
             write_budget: WriteBudget::new(limits.write_bytes),
@@ -364,7 +364,11 @@ impl Plugin {
             outcome = timed => Some(outcome),
             () = cancelled => None,
         };
-        let refused_memory = store.data().limiter.refused;
+        let refused_memory = store
+            .data()
+            .limiter
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed);
         let budget = store.data().write_budget.clone();
         drop(store);
         let Some(outcome) = outcome else {

@@ -105,8 +105,7 @@ pub(crate) struct Inner {
     pub wall_clock: Option<WallClock>,
     cache: Option<ComponentCache>,
     engine_key: String,
-    ticker_stop: Arc<AtomicBool>,
-    ticker: Option<JoinHandle<()>>,
+    _ticker: EpochTicker,
 }
 
 impl Inner {
@@ -117,10 +116,6 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.ticker.take() {
-            let _ = t.join();
-        }
         // A call past its deadline may have left a thread blocked in a host call (an `open(2)`
         // that never returns): never wait for it, or the process could not exit.
         if let Some(runtime) = self.runtime.take() {
@@ -202,30 +197,8 @@ impl Sandbox {
         let slots = config
             .pool
             .map_or(tokio::sync::Semaphore::MAX_PERMITS, |p| p.slots as usize);
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_key = format!("wasmtime{}-{:016x}", wasmtime_major(), hasher.finish());
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (engine, stop) = (engine.weak(), ticker_stop.clone());
-            std::thread::Builder::new()
-                .name("corral-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        match engine.upgrade() {
-                            Some(e) => e.increment_epoch(),
-                            None => break,
-                        }
-                    }
-                })
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Engine,
-                        format!("cannot start the epoch thread: {e}"),
-                    )
-                })?
-        };
+        let engine_key = engine_key(&engine);
+        let ticker = EpochTicker::start(&engine, EPOCH_TICK, "corral-epoch")?;
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 engine,
@@ -235,8 +208,7 @@ impl Sandbox {
                 wall_clock: config.wall_clock,
                 cache: config.cache_dir.map(ComponentCache::new),
                 engine_key,
-                ticker_stop,
-                ticker: Some(ticker),
+                _ticker: ticker,
             }),
         })
     }
@@ -287,26 +259,16 @@ impl Sandbox {
         let (Some(cache), Some(path)) = (self.inner.cache.as_ref(), self.cache_path(sha256)) else {
             return Ok((compile(engine, bytes)?, CacheOutcome::Disabled));
         };
-        let outcome = match cache.read(&path) {
-            Ok(Some(artifact)) => {
-                // SAFETY: these exact bytes were written by this user's corral from a component
-                // this engine compiled (their keyed MAC says so, checked just above with a key
-                // outside the cache folder), and the cache folder and file are private to this
-                // user. wasmtime also checks the header against the engine's configuration.
-                match unsafe { Component::deserialize(engine, &artifact) } {
-                    Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                    Err(e) => CacheOutcome::Refused(format!("{}: {e:#}", path.display())),
-                }
-            }
-            Ok(None) => CacheOutcome::Miss,
-            Err(reason) => CacheOutcome::Refused(reason),
-        };
-        let component = compile(engine, bytes)?;
-        // A cache that cannot be written only costs time on the next start.
-        if let Ok(artifact) = component.serialize() {
-            let _ = cache.write(&path, &artifact);
-        }
-        Ok((component, outcome))
+        cache.load_or_compile(
+            &path,
+            // SAFETY: `load_or_compile` hands over only bytes this user's corral wrote from a
+            // component this engine compiled (their keyed MAC says so, checked with a key
+            // outside the cache folder), from a cache folder and file private to this user.
+            // wasmtime also checks the header against the engine's configuration.
+            |artifact| unsafe { Component::deserialize(engine, artifact) },
+            || compile(engine, bytes),
+            |component| component.serialize().ok(),
+        )
     }
 
     fn check_imports(&self, component: &Component) -> Result<(), Error> {
@@ -337,6 +299,64 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, Error> {
             format!("not a valid WebAssembly component: {e:#}"),
         )
     })
+}
+
+/// The thread that advances an engine's epoch every tick (so running guests yield and meet
+/// their deadlines); stopped and joined when dropped.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts the thread `name`, ticking `engine` every `tick` until dropped (or until the
+    /// engine is gone).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Engine`] when the thread cannot start.
+    pub(crate) fn start(engine: &Engine, tick: Duration, name: &str) -> Result<Self, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, stopped) = (engine.weak(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    match engine.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Engine,
+                    format!("cannot start the epoch thread: {e}"),
+                )
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Names the engine in cached artifacts' file names: wasmtime's major version and the
+/// engine's compatibility hash (its settings), so an artifact is only read by an engine that can
+/// run it.
+pub(crate) fn engine_key(engine: &Engine) -> String {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("wasmtime{}-{:016x}", wasmtime_major(), hasher.finish())
 }
 
 fn wasmtime_major() -> &'static str {

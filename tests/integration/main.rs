@@ -3,6 +3,7 @@
 mod automation;
 mod chat;
 mod cli_errors;
+mod code_interpreter;
 mod constrained;
 mod engine;
 mod generate_cli;

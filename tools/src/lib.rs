@@ -27,6 +27,7 @@
 
 pub mod args;
 mod call;
+pub mod code_interpreter;
 mod error;
 pub mod manifest;
 pub mod mcp;

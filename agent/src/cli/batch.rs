@@ -149,6 +149,10 @@ pub fn run(path: &Path, args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u
                 };
                 let mut conversation = plan.conversation(task.system.as_deref(), tools);
                 conversation.push(corral_prompts::Message::user(task.task.clone()));
+                // Each task is its own conversation: no interpreter state carries over.
+                if let Some(interpreter) = &plan.tools.interpreter {
+                    interpreter.reset();
+                }
                 let options = plan.options(global, window, task.max_steps.filter(|&n| n > 0))?;
                 let reserve = options.max_tokens.unwrap_or(super::reply_budget(window));
                 let memory = Memory::new(MemorySettings::for_window(window, reserve));

@@ -320,6 +320,9 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
     let reserve = options.max_tokens.unwrap_or(super::reply_budget(window));
     let mut opened =
         loaded.map(|l| l.open(&backend.info().name, window, reserve, plan.offered.clone()));
+    if let Some(o) = &opened {
+        sessions::restore_code(o, &plan.tools);
+    }
     let (mut conversation, memory) = match &opened {
         Some(o) => (o.session.conversation.clone(), o.session.memory.clone()),
         None => (
@@ -370,7 +373,13 @@ pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
         r.finish()?;
     }
     if let Some(o) = &mut opened {
-        sessions::save(o, &conversation, &mut agent, args.session.session_kv)?;
+        sessions::save(
+            o,
+            &conversation,
+            &mut agent,
+            args.session.session_kv,
+            &plan.tools,
+        )?;
     }
     if !json {
         if let Some(reason) = &outcome.reason {

@@ -110,6 +110,17 @@ pub fn run(args: &ServeArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
     }
     let agent = if args.agent {
         let (tools, offered) = tools_with_grants(global, &args.grant, args.tools.as_deref())?;
+        if offered
+            .iter()
+            .any(|n| n == corral_tools::code_interpreter::NAME)
+        {
+            // Its state would carry from one client's request to another's.
+            return Err(UsageError::new(
+                "agent mode does not offer code_interpreter: its interpreter keeps state \
+                 between calls, and requests are separate conversations",
+            )
+            .into());
+        }
         let max_steps = max_steps(args.max_steps, global)?;
         Some(AgentServe {
             registry: tools.registry,

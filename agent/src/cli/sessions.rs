@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use corral_prompts::{Conversation, Message, ToolSpec};
 use serde_json::{json, Value};
 
+use super::toolset::AgentTools;
 use super::UsageError;
 use crate::agent::Agent;
 use crate::engine::Backend;
@@ -277,6 +278,14 @@ impl Loaded {
     }
 }
 
+/// Gives the code interpreter the state the session saved (its cells are re-run before its
+/// next call).
+pub fn restore_code(opened: &Opened, tools: &AgentTools) {
+    if let Some(interpreter) = &tools.interpreter {
+        interpreter.restore(opened.session.code_cells.clone());
+    }
+}
+
 /// Restores the saved KV state into `backend`'s `sequence` when there is one for this
 /// session; returns the tokens restored (0 when none or when it did not match).
 pub fn restore_kv(opened: &Opened, backend: &mut dyn Backend, sequence: usize) -> usize {
@@ -313,9 +322,15 @@ pub fn save(
     conversation: &Conversation,
     agent: &mut Agent<'_>,
     kv: bool,
+    tools: &AgentTools,
 ) -> anyhow::Result<()> {
     let session = &mut opened.session;
     session.conversation = conversation.clone();
+    session.code_cells = tools
+        .interpreter
+        .as_ref()
+        .map(|i| i.cells())
+        .unwrap_or_default();
     if let Some(memory) = agent.memory() {
         session.memory = memory.clone();
     }

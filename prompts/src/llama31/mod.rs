@@ -90,9 +90,10 @@ impl Llama31 {
         conversation: &Conversation,
         add_generation_prompt: bool,
     ) -> Result<String, RenderError> {
+        let conversation = conversation.with_builtin_code_interpreter();
         match self.style {
-            Style::Template => render::render(self, conversation, add_generation_prompt),
-            Style::Meta => meta::render(self, conversation, add_generation_prompt),
+            Style::Template => render::render(self, &conversation, add_generation_prompt),
+            Style::Meta => meta::render(self, &conversation, add_generation_prompt),
         }
     }
 }
@@ -127,7 +128,7 @@ impl Format for Llama31 {
         conversation: &Conversation,
         choice: &ToolChoice,
     ) -> Result<Option<ToolConstraint>, ConstraintError> {
-        grammar::constraint(conversation, choice)
+        grammar::constraint(&conversation.with_builtin_code_interpreter(), choice)
     }
 }
 

@@ -249,6 +249,50 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_code_interpreter_is_offered_as_the_builtin() {
+        use crate::format::{parse_all, Format};
+        let interpreter = ToolSpec::new(
+            "code_interpreter",
+            "Runs Python",
+            json!({"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}),
+        );
+        let format = Llama31::new(Style::Template).with_date(Some("21 Sep 2024".into()));
+        let only =
+            Conversation::new(vec![Message::user("2**100?")]).with_tools(vec![interpreter.clone()]);
+        let builtin = Conversation::new(vec![Message::user("2**100?")])
+            .with_builtin_tools(vec![BuiltinTool::CodeInterpreter]);
+        assert_eq!(
+            format.render_text(&only, true).unwrap(),
+            format.render_text(&builtin, true).unwrap(),
+            "rendered as the template renders builtin_tools=[code_interpreter]"
+        );
+        assert!(format
+            .render_text(&only, true)
+            .unwrap()
+            .contains("Environment: ipython\n"));
+        // With other tools, those stay custom.
+        let both =
+            Conversation::new(vec![Message::user("q")]).with_tools(vec![interpreter, weather()]);
+        let text = format.render_text(&both, true).unwrap();
+        assert!(
+            text.contains("\"get_weather\"") && !text.contains("\"code_interpreter\""),
+            "{text}"
+        );
+        // Raw code after the tag is a call of it.
+        let parsed = parse_all(
+            format.parser(only.tool_set()),
+            "<|python_tag|>print(2**100)<|eom_id|>",
+        );
+        assert_eq!(
+            parsed.tool_calls,
+            vec![ToolCall::new(
+                "code_interpreter",
+                json!({"code": "print(2**100)"})
+            )]
+        );
+    }
+
+    #[test]
     fn tools_need_a_first_user_message() {
         let conversation =
             Conversation::new(vec![Message::system("x")]).with_tools(vec![weather()]);

@@ -43,6 +43,15 @@ pub struct ChatArgs {
     /// Chat without tools.
     #[arg(long = "no-tools")]
     pub no_tools: bool,
+    /// Offer only these tools (comma-separated names; default: every installed tool). Name
+    /// `code_interpreter` here to offer it.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "A,B",
+        conflicts_with = "no_tools"
+    )]
+    pub tools: Option<Vec<String>>,
     /// On the first step of each turn: auto (the model decides), none, required (some call),
     /// or a tool's name.
     #[arg(
@@ -69,6 +78,7 @@ impl Default for ChatArgs {
         ChatArgs {
             stats: false,
             no_tools: false,
+            tools: None,
             tool_choice: "auto".into(),
             system: None,
             grant: Vec::new(),
@@ -157,6 +167,19 @@ enum Rebuild {
 
 /// Runs the chat until the input ends, `/quit`, Ctrl-D or Ctrl-C twice.
 ///
+/// `tools` offering only `names` when given (checked to exist), started ahead where that helps.
+///
+/// # Errors
+/// A name that is no tool (a usage error).
+fn offer_named(mut tools: AgentTools, names: Option<&[String]>) -> anyhow::Result<AgentTools> {
+    if let Some(names) = names {
+        super::run::check_names(&tools, names)?;
+        tools.offered = names.to_vec();
+    }
+    tools.warm_up(&tools.offered);
+    Ok(tools)
+}
+
 /// # Errors
 /// Bad flags, model loading failures or a broken terminal.
 pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
@@ -169,7 +192,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let tools = if args.no_tools {
         AgentTools::none()
     } else {
-        agent_tools(global, &grants)?
+        offer_named(agent_tools(global, &grants)?, args.tools.as_deref())?
     };
     let loaded = args.session.load()?;
     let model_path = session::resolve_model(global)?;
@@ -180,6 +203,9 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let specs = prompt_tools(&tools.registry, Some(&tools.offered));
     let tool_choice = super::run::parse_tool_choice(&args.tool_choice, &specs)?;
     let opened = loaded.map(|l| l.open(&backend.info().name, window, reply_budget, specs.clone()));
+    if let Some(o) = &opened {
+        sessions::restore_code(o, &tools);
+    }
     let system = args
         .system
         .clone()
@@ -440,7 +466,7 @@ impl Chat<'_> {
     fn save(&mut self, agent: &mut Agent<'_>) {
         if let Some(o) = &mut self.opened {
             let kv = self.args.session.session_kv;
-            if let Err(e) = sessions::save(o, &self.conversation, agent, kv) {
+            if let Err(e) = sessions::save(o, &self.conversation, agent, kv, &self.tools) {
                 eprintln!("{}", self.paint.red(&format!("error: {e:#}")));
             }
         }
@@ -513,6 +539,9 @@ impl Chat<'_> {
                 self.conversation = new_conversation(system.as_deref(), &self.specs);
                 if let Some(memory) = agent.memory_mut() {
                     memory.reset();
+                }
+                if let Some(interpreter) = &self.tools.interpreter {
+                    interpreter.reset();
                 }
                 self.save(agent);
                 self.note("(conversation cleared)");
@@ -619,7 +648,7 @@ impl Chat<'_> {
                 let mut o =
                     loaded.open(&info.name, info.context_tokens, reserve, self.specs.clone());
                 let kv = self.args.session.session_kv;
-                match sessions::save(&mut o, &self.conversation, agent, kv) {
+                match sessions::save(&mut o, &self.conversation, agent, kv, &self.tools) {
                     Ok(()) => {
                         self.note(&format!(
                             "(saved as {name}; later turns are saved there too)"
@@ -651,6 +680,7 @@ impl Chat<'_> {
             return Next::Continue;
         }
         self.conversation = o.session.conversation.clone();
+        sessions::restore_code(&o, &self.tools);
         let state = (o.session.transcript.clone(), o.session.memory.clone());
         self.opened = Some(o);
         self.note(&format!("(loaded session {name}: {messages} messages)"));
@@ -687,12 +717,18 @@ impl Chat<'_> {
             self.error(&e.to_string().replacen("--grant", "/grant", 1));
             return Next::Continue;
         }
-        match agent_tools(self.global, &grants) {
+        match agent_tools(self.global, &grants)
+            .and_then(|t| offer_named(t, self.args.tools.as_deref()))
+        {
             Ok(tools) => {
                 self.grants = grants;
                 self.specs = prompt_tools(&tools.registry, Some(&tools.offered));
                 self.conversation.tools = (!self.specs.is_empty()).then(|| self.specs.clone());
                 self.asker = Asker::new(tools.reach.clone());
+                // The interpreter's state carries over to the new one.
+                if let (Some(old), Some(new)) = (&self.tools.interpreter, &tools.interpreter) {
+                    new.restore(old.cells());
+                }
                 self.tools = tools;
                 self.note("(granted for this chat)");
                 eprint!("{}", self.tools_text());
