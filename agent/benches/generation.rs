@@ -2,7 +2,10 @@
 //! then the cost of constrained tool calls.
 //!
 //! Run with `make bench` (builds llama-bench, then this). Both use the same model file, thread
-//! count and llama.cpp source. Measured like llama-bench: pp = prompt tokens per second for a
+//! count, llama.cpp source and compiler flags (`scripts/bench.sh` builds llama-bench with the
+//! build type and flags of corral's own llama.cpp build), and both repack weights for this CPU
+//! (AMX on the development machine); llama-bench also runs without repacking, to show what it
+//! is worth (corral cannot turn it off: see `main`). Measured like llama-bench: pp = prompt tokens per second for a
 //! 128-token prompt evaluated in one batch; tg = tokens per second generating 64 tokens after a
 //! near-empty context. corral's figures include its sampling (greedy), UTF-8 decoding and stop
 //! checks, which llama-bench does not do. Each side runs `REPS` times; medians are compared.
@@ -43,8 +46,8 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Runs llama-bench and returns (pp t/s, tg t/s).
-fn llama_bench(bin: &str, model: &str, threads: u32) -> (f64, f64) {
+/// Runs llama-bench, repacking weights or not, and returns (pp t/s, tg t/s).
+fn llama_bench(bin: &str, model: &str, threads: u32, repack: bool) -> (f64, f64) {
     let output = Command::new(bin)
         .args(["-m", model, "-t", &threads.to_string()])
         .args([
@@ -54,10 +57,7 @@ fn llama_bench(bin: &str, model: &str, threads: u32) -> (f64, f64) {
             &GEN_TOKENS.to_string(),
         ])
         .args(["-r", &REPS.to_string(), "-o", "json"])
-        // llama-bench's AMX weight repacking dies with SIGILL on this VM (its prompt processing
-        // runs AMX tile instructions the kernel has not enabled for it); corral's engine runs
-        // with repacking. `--repack 0` keeps the reference running: see the note in README.
-        .args(["--repack", "0"])
+        .args(["--repack", if repack { "1" } else { "0" }])
         .output()
         .expect("run llama-bench");
     assert!(
@@ -113,14 +113,54 @@ fn main() {
 
     let prompt = prompt_of_tokens(backend.as_mut(), PROMPT_TOKENS);
     let prompt_tokens = backend.tokenize(&prompt, true).unwrap().len();
+    // Like for like: both sides repack weights for this CPU (AMX on the development machine).
+    let (corral_pp, corral_tg) = corral_rates(backend.as_mut(), &prompt);
+    let constrained = constrained_cost(backend.as_mut());
+    // Nothing of corral's is left running while the reference runs.
+    drop(backend);
+    println!(
+        "model: {}  threads: {threads}  prompt: {prompt_tokens} tokens  reps: {REPS}",
+        model.display()
+    );
+    println!(
+        "{:<8} {:>14} {:>14} {:>8}",
+        "test", "corral t/s", "llama-bench", "ratio"
+    );
+    let (ref_pp, ref_tg) = llama_bench(&bench_bin, model.to_str().unwrap(), threads, true);
+    for (test, ours, theirs) in [
+        (format!("pp{PROMPT_TOKENS}"), corral_pp, ref_pp),
+        (format!("tg{GEN_TOKENS}"), corral_tg, ref_tg),
+    ] {
+        println!(
+            "{test:<8} {ours:>14.1} {theirs:>14.1} {:>8.3}",
+            ours / theirs
+        );
+    }
+    // What repacking is worth, on the reference alone: llama-cpp-2 0.1.160 has no way to clear
+    // `use_extra_bufts` (a buffer override to the CPU type still picks the repacked types), so
+    // corral cannot run the other half of the comparison.
+    let (plain_pp, plain_tg) = llama_bench(&bench_bin, model.to_str().unwrap(), threads, false);
+    println!(
+        "llama-bench without repacking (--repack 0): pp{PROMPT_TOKENS} {plain_pp:.1} t/s, \
+         tg{GEN_TOKENS} {plain_tg:.1} t/s: repacking makes it {:.2}x / {:.2}x faster",
+        ref_pp / plain_pp,
+        ref_tg / plain_tg
+    );
+    print_constrained(&constrained);
+}
+
+/// corral's prompt processing and generation rates (t/s, medians over `REPS` after one warm-up
+/// repetition, as llama-bench warms up): `prompt` evaluated in one batch, and `GEN_TOKENS`
+/// greedy tokens after a near-empty context.
+fn corral_rates(backend: &mut dyn engine::Backend, prompt: &str) -> (f64, f64) {
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for _ in 0..=REPS {
         backend.truncate_cache(0, 0).unwrap();
         let g = generate_to_string(
-            backend.as_mut(),
+            backend,
             &GenerateRequest {
-                prompt: prompt.clone().into(),
+                prompt: prompt.to_owned().into(),
                 max_tokens: Some(1),
                 sampling: Sampling::greedy(),
                 ..GenerateRequest::default()
@@ -130,7 +170,7 @@ fn main() {
         pp.push(g.prompt_tokens as f64 / g.prompt_seconds);
         backend.truncate_cache(0, 0).unwrap();
         let g = generate_to_string(
-            backend.as_mut(),
+            backend,
             &GenerateRequest {
                 prompt: "Once upon a time".into(),
                 max_tokens: Some(GEN_TOKENS),
@@ -146,33 +186,7 @@ fn main() {
         );
         tg.push(g.generated_tokens as f64 / g.generate_seconds);
     }
-    // The first repetition warms caches, as llama-bench's warm-up run does.
-    let (corral_pp, corral_tg) = (median(pp[1..].to_vec()), median(tg[1..].to_vec()));
-    let constrained = constrained_cost(backend.as_mut());
-    let (ref_pp, ref_tg) = llama_bench(&bench_bin, model.to_str().unwrap(), threads);
-    println!(
-        "model: {}  threads: {threads}  prompt: {prompt_tokens} tokens  reps: {REPS}",
-        model.display()
-    );
-    println!(
-        "{:<8} {:>14} {:>14} {:>8}",
-        "test", "corral t/s", "llama-bench", "ratio"
-    );
-    println!(
-        "{:<8} {:>14.1} {:>14.1} {:>8.3}",
-        format!("pp{PROMPT_TOKENS}"),
-        corral_pp,
-        ref_pp,
-        corral_pp / ref_pp
-    );
-    println!(
-        "{:<8} {:>14.1} {:>14.1} {:>8.3}",
-        format!("tg{GEN_TOKENS}"),
-        corral_tg,
-        ref_tg,
-        corral_tg / ref_tg
-    );
-    print_constrained(&constrained);
+    (median(pp[1..].to_vec()), median(tg[1..].to_vec()))
 }
 
 /// Constrained vs free generation over the same token count and depth (see the crate docs).
