@@ -142,3 +142,47 @@ fn a_chat_session_is_saved_every_turn_and_resumed_with_its_language() {
     );
     assert_eq!(show("s")["messages"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn tools_offers_only_the_named_tools_and_says_why_the_others_are_not() {
+    let model = default_model();
+    let run = |tools: &str| {
+        run_corral_input(
+            &[
+                "chat",
+                "--tools",
+                tools,
+                "--ctx",
+                "512",
+                "--model",
+                model.to_str().unwrap(),
+            ],
+            "/tools\n/exit\n",
+        )
+    };
+    let (code, stdout, stderr) = run("calculator,code_interpreter");
+    assert_eq!(code, 0, "{stderr}");
+    let all = format!("{stdout}{stderr}");
+    let line = |name: &str| {
+        all.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no /tools line for {name}: {all}"))
+            .to_owned()
+    };
+    assert!(
+        line("calculator").contains("allow  plugin calculator"),
+        "{all}"
+    );
+    assert!(
+        line("code_interpreter").contains("builtin, CPython in the sandbox"),
+        "{all}"
+    );
+    assert!(
+        line("clock").contains("not offered (not named in --tools)"),
+        "{all}"
+    );
+    // A name that is no tool is a usage error, before any model is loaded.
+    let (code, _, stderr) = run("calculator,nosuch");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("nosuch"), "{stderr}");
+}

@@ -586,13 +586,23 @@ impl Chat<'_> {
                 .get(name)
                 .map_or_else(String::new, ToString::to_string);
             let plugin = self.tools.reach.get(name).map_or("", |r| r.plugin.as_str());
+            let interpreter = name == corral_tools::code_interpreter::NAME;
+            let origin = if interpreter {
+                "builtin, CPython in the sandbox with a scratch folder of its own".to_owned()
+            } else {
+                format!("plugin {plugin}")
+            };
+            let why_not = if offered {
+                ""
+            } else if self.args.tools.is_some() {
+                "not offered (not named in --tools); "
+            } else if interpreter {
+                "not offered (name it: --tools code_interpreter,…); "
+            } else {
+                "not offered (needs a folder: /grant PLUGIN=DIR); "
+            };
             out.push_str(&format!(
-                "{name:<16} {policy:<6} {}plugin {plugin}; can touch: {reach}\n",
-                if offered {
-                    ""
-                } else {
-                    "not offered (needs a folder: /grant PLUGIN=DIR); "
-                }
+                "{name:<16} {policy:<6} {why_not}{origin}; can touch: {reach}\n"
             ));
         }
         out
