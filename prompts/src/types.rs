@@ -356,20 +356,13 @@ pub struct ToolSet {
 
 impl ToolSet {
     /// Knows these custom tools (with their parameter order) and builtin tools.
-    /// A custom tool named `code_interpreter` counts as the builtin interpreter too (see
-    /// [`Conversation::with_builtin_code_interpreter`]).
     pub fn new(tools: &[ToolSpec], builtins: &[BuiltinTool]) -> ToolSet {
-        let mut builtins = builtins.to_vec();
-        let interpreter = BuiltinTool::CodeInterpreter;
-        if tools.iter().any(|t| t.name == interpreter.name()) && !builtins.contains(&interpreter) {
-            builtins.push(interpreter);
-        }
         ToolSet {
             tools: tools
                 .iter()
                 .map(|tool| (tool.name.clone(), tool.parameter_names()))
                 .collect(),
-            builtins,
+            builtins: builtins.to_vec(),
             permissive: false,
         }
     }
@@ -400,9 +393,11 @@ impl ToolSet {
             || self.builtins.iter().any(|tool| tool.name() == name)
     }
 
-    /// Whether the code interpreter is available (raw code after `<|python_tag|>` calls it).
+    /// Whether the code interpreter is available (raw code after `<|python_tag|>` calls it):
+    /// the builtin, or a custom tool of its name (offered as the builtin, see
+    /// [`Conversation::with_builtin_code_interpreter`]).
     pub fn has_code_interpreter(&self) -> bool {
-        self.builtins.contains(&BuiltinTool::CodeInterpreter)
+        self.knows_exactly(BuiltinTool::CodeInterpreter.name())
     }
 
     /// Parameter names of a tool in schema order (to map positional arguments); builtins take

@@ -144,6 +144,7 @@ fn a_loop_or_a_sleep_past_the_deadline_stops_and_a_new_interpreter_works() {
             .unwrap_err();
         let took = started.elapsed();
         assert_eq!(stop, CellStop::Deadline(Duration::from_millis(700)));
+        // A generous liveness bound (the deadline is 0.7 s), not a speed claim.
         assert!(took < Duration::from_secs(5), "{code:?} took {took:?}");
         assert!(!k.interpreter.is_alive());
         assert!(
@@ -173,6 +174,7 @@ fn a_cancelled_cell_stops_soon() {
         .unwrap_err();
     setter.join().unwrap();
     assert_eq!(stop, CellStop::Cancelled);
+    // A generous liveness bound (cancelled after 0.3 s), not a speed claim.
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 

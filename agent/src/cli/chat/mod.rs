@@ -13,6 +13,7 @@
 
 mod commands;
 mod editor;
+mod report;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
@@ -28,7 +29,6 @@ use super::sessions::{self, Opened, SessionFlags};
 use super::toolset::{agent_tools, parse_grant, AgentTools, Asker};
 use super::{session, GlobalOpts};
 use crate::agent::{format_for_model, prompt_tools, Agent, Event, TurnOptions, TurnStop};
-use crate::config::decision_word;
 use crate::memory::{Language, Memory, MemorySettings};
 use commands::Command;
 use editor::{ChatEditor, Names};
@@ -167,19 +167,6 @@ enum Rebuild {
 
 /// Runs the chat until the input ends, `/quit`, Ctrl-D or Ctrl-C twice.
 ///
-/// `tools` offering only `names` when given (checked to exist), started ahead where that helps.
-///
-/// # Errors
-/// A name that is no tool (a usage error).
-fn offer_named(mut tools: AgentTools, names: Option<&[String]>) -> anyhow::Result<AgentTools> {
-    if let Some(names) = names {
-        super::run::check_names(&tools, names)?;
-        tools.offered = names.to_vec();
-    }
-    tools.warm_up(&tools.offered);
-    Ok(tools)
-}
-
 /// # Errors
 /// Bad flags, model loading failures or a broken terminal.
 pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
@@ -192,7 +179,7 @@ pub fn run(args: &ChatArgs, global: &GlobalOpts) -> anyhow::Result<()> {
     let tools = if args.no_tools {
         AgentTools::none()
     } else {
-        offer_named(agent_tools(global, &grants)?, args.tools.as_deref())?
+        agent_tools(global, &grants)?.offering(args.tools.as_deref())?
     };
     let loaded = args.session.load()?;
     let model_path = session::resolve_model(global)?;
@@ -571,85 +558,6 @@ impl Chat<'_> {
         Next::Continue
     }
 
-    fn tools_text(&self) -> String {
-        let mut out = String::new();
-        if self.tools.registry.specs().next().is_none() {
-            return "no tools (see `corral tools list`)\n".into();
-        }
-        for (spec, _) in self.tools.registry.specs() {
-            let name = &spec.name;
-            let offered = self.specs.iter().any(|s| &s.name == name);
-            let policy = decision_word(self.tools.policy.decide(name));
-            let reach = self
-                .tools
-                .reach
-                .get(name)
-                .map_or_else(String::new, ToString::to_string);
-            let plugin = self.tools.reach.get(name).map_or("", |r| r.plugin.as_str());
-            let interpreter = name == corral_tools::code_interpreter::NAME;
-            let origin = if interpreter {
-                "builtin, CPython in the sandbox with a scratch folder of its own".to_owned()
-            } else {
-                format!("plugin {plugin}")
-            };
-            let why_not = if offered {
-                ""
-            } else if self.args.tools.is_some() {
-                "not offered (not named in --tools); "
-            } else if interpreter {
-                "not offered (name it: --tools code_interpreter,…); "
-            } else {
-                "not offered (needs a folder: /grant PLUGIN=DIR); "
-            };
-            out.push_str(&format!(
-                "{name:<16} {policy:<6} {why_not}{origin}; can touch: {reach}\n"
-            ));
-        }
-        out
-    }
-
-    fn stats_text(&self, agent: &Agent<'_>) -> String {
-        let mut out = String::new();
-        if let Some(memory) = agent.memory() {
-            let r = memory.regions;
-            let window = memory.settings.window;
-            let used = r.pinned + r.summary + r.recent;
-            out.push_str(&format!(
-                "context: {used} of {window} tokens used ({:.0}%): pinned {}, summary {}, \
-                 recent {}, reserve {}, free {}\n",
-                100.0 * used as f64 / window.max(1) as f64,
-                r.pinned,
-                r.summary,
-                r.recent,
-                r.reserve,
-                r.free
-            ));
-            out.push_str(&format!(
-                "memory: {} turn(s) evicted; summary {} chars; language {}\n",
-                memory.evicted_turns,
-                memory.summary.chars().count(),
-                memory
-                    .language
-                    .current
-                    .map_or("not known yet", |l| l.english_name())
-            ));
-        }
-        match self.last {
-            Some(t) => out.push_str(&format!(
-                "last turn: {} step(s), {} prompt tokens ({} reused from the cache), {} \
-                 generated in {:.2} s ({:.1} tokens/s overall)\n",
-                t.steps,
-                t.prompt_tokens,
-                t.reused_tokens,
-                t.generated_tokens,
-                t.seconds,
-                t.generated_tokens as f64 / t.seconds.max(1e-9)
-            )),
-            None => out.push_str("last turn: none yet\n"),
-        }
-        out
-    }
-
     fn save_as(&mut self, agent: &mut Agent<'_>, name: &str) -> Next {
         let info = agent.backend().info().clone();
         let reserve = super::reply_budget(info.context_tokens);
@@ -728,7 +636,7 @@ impl Chat<'_> {
             return Next::Continue;
         }
         match agent_tools(self.global, &grants)
-            .and_then(|t| offer_named(t, self.args.tools.as_deref()))
+            .and_then(|t| Ok(t.offering(self.args.tools.as_deref())?))
         {
             Ok(tools) => {
                 self.grants = grants;
