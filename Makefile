@@ -37,9 +37,10 @@ fixtures: setup
 plugins: build
 	@scripts/build-plugins.sh
 
-## Generation speed of corral vs llama.cpp's own llama-bench, same model and threads.
-bench: build model
-	@scripts/bench.sh
+## corral vs llama.cpp's own llama-bench and llama-server, as ratios (builds those once, cached).
+## Extra arguments: make bench ARGS="--quick --json"
+bench: build model plugins
+	@scripts/bench.sh $(ARGS)
 
 lint:
 	cargo fmt --all -- --check

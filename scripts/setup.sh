@@ -2,7 +2,8 @@
 # Installs what building and testing corral needs and is missing, saying what it installs:
 #   - Debian packages: cmake, libclang-dev (bindgen loads libclang), g++, make, python3 and
 #     python3-venv (fixture script, the independent Jinja2 oracle), curl, ca-certificates, tmux
-#     (the REPL tests drive the chat in a real terminal);
+#     (the REPL tests drive the chat in a real terminal), fonts-dejavu-core (the text of
+#     `corral bench`'s plots);
 #   - the Rust toolchain pinned in rust-toolchain.toml, through rustup (rustup-init is fetched from
 #     the Rust distribution server and checked against its published sha256);
 #   - the rustup target wasm32-wasip2 (tool plugins are built for it).
@@ -33,7 +34,7 @@ toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$toolchain_file")
 [ -n "$toolchain" ] || { say "no channel in $toolchain_file"; exit 1; }
 
 # The Debian packages the build and the tests use, and how each is known to be present.
-required_packages=(cmake libclang-dev g++ make python3 python3-venv curl ca-certificates tmux)
+required_packages=(cmake libclang-dev g++ make python3 python3-venv curl ca-certificates tmux fonts-dejavu-core)
 
 # dpkg's own record under the root: "install ok installed" and nothing else means installed.
 package_installed() {

@@ -127,6 +127,72 @@ fn a_timeout_stops_the_task_with_exit_code_3() {
 }
 
 #[test]
+fn a_parallel_batch_runs_tasks_at_once_and_still_answers_in_input_order() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let home = Home::new();
+    let tasks = home.path().join("tasks.jsonl");
+    std::fs::write(
+        &tasks,
+        [
+            r#"{"id": "mul", "task": "What is 1234 * 5678?", "tools": ["calculator"]}"#,
+            r#"{"id": 2, "task": "What is 2 + 2?", "tools": ["calculator"], "max_steps": 1}"#,
+            r#"{"id": 3}"#,
+            r#"{"id": "add", "task": "What is 40 + 2?", "tools": ["calculator"]}"#,
+            r#"{"id": 5, "task": "What is 7 * 6?", "tools": ["calculator"], "max_steps": 1}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let batch = tasks.to_str().unwrap();
+    let args = run_args(&[
+        "--batch",
+        batch,
+        "--tool-choice",
+        "required",
+        "--parallel",
+        "3",
+    ]);
+    let out = corral(&home, &args, None, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let results = lines(&out);
+    let ids: Vec<Value> = results.iter().map(|r| r["id"].clone()).collect();
+    let want: Vec<Value> = vec!["mul".into(), 2.into(), 3.into(), "add".into(), 5.into()];
+    assert_eq!(ids, want);
+    for r in [&results[1], &results[4]] {
+        assert_eq!(r["stop_reason"], "step_limit", "{r}");
+        assert_eq!(r["steps"], 1, "{r}");
+    }
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `task`"),
+        "{}",
+        results[2]
+    );
+    for r in [&results[0], &results[3]] {
+        assert!(r["steps"].as_u64().unwrap() >= 1, "{r}");
+        assert!(r["generated_tokens"].as_u64().unwrap() > 0, "{r}");
+    }
+
+    // --parallel needs --batch, and a count the engine can keep.
+    let out = corral(&home, &run_args(&["--parallel", "2", "hi"]), None, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = corral(
+        &home,
+        &run_args(&["--batch", batch, "--parallel", "0"]),
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--parallel must be between 1 and 64"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn a_batch_answers_in_input_order_goes_past_failures_and_exits_1() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let home = Home::new();

@@ -463,3 +463,79 @@ fn a_streamed_generation_runs_from_async_code_and_is_cancelled_alone() {
         (3, StopReason::MaxTokens)
     );
 }
+
+#[test]
+fn generations_on_different_sequences_run_together_and_keep_their_caches_apart() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let options = EngineOptions {
+        context_tokens: Some(1024),
+        threads: 1,
+        sequences: 3,
+        ..EngineOptions::default()
+    };
+    let engine = engine::llama::LlamaEngine::load(&default_model(), &options).unwrap();
+    let prompts = [
+        chat_prompt("Tell me a story about a river."),
+        chat_prompt("List the planets of the solar system."),
+        chat_prompt("Explain how bread is made."),
+    ];
+    let mut streams: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(sequence, prompt)| {
+            engine
+                .generate_stream(greedy(prompt.as_str(), sequence, 24))
+                .unwrap()
+        })
+        .collect();
+    // Decoded together, the second conversation speaks while the first is still going; one at a
+    // time, the first would have finished before the second began.
+    let first_of_second = match streams[1].blocking_recv() {
+        Some(engine::llama::StreamEvent::Text(piece)) => piece,
+        Some(engine::llama::StreamEvent::Done(result)) => {
+            panic!("the second generation ended before any text: {result:?}")
+        }
+        None => panic!("the second stream ended without Done"),
+    };
+    assert!(!first_of_second.is_empty());
+    let mut first_done_already = false;
+    while let Ok(event) = streams[0].try_recv() {
+        first_done_already |= matches!(event, engine::llama::StreamEvent::Done(_));
+    }
+    assert!(
+        !first_done_already,
+        "the first generation was over before the second produced text: not decoded together"
+    );
+    let mut generations = Vec::new();
+    for stream in &mut streams {
+        let generation = loop {
+            match stream.blocking_recv() {
+                Some(engine::llama::StreamEvent::Done(result)) => break result.unwrap(),
+                Some(engine::llama::StreamEvent::Text(_)) => {}
+                None => panic!("a stream ended without Done"),
+            }
+        };
+        generations.push(generation);
+    }
+    // Each sequence holds exactly its own prompt and reply: a follow-up that extends it reuses
+    // all of it and evaluates only the new text.
+    let mut handle = engine.clone();
+    for (sequence, generation) in generations.iter().enumerate() {
+        assert!(generation.generated_tokens > 0, "{generation:?}");
+        let held = handle.cached_tokens(sequence);
+        let reply_in_cache = generation
+            .tokens
+            .len()
+            .saturating_sub(matches!(generation.stop, StopReason::EndOfGeneration(_)) as usize);
+        assert_eq!(
+            held,
+            generation.prompt_tokens + reply_in_cache,
+            "sequence {sequence}"
+        );
+        let mut tokens = handle.tokenize(&prompts[sequence], true).unwrap();
+        tokens.extend_from_slice(&generation.tokens[..reply_in_cache]);
+        tokens.extend(handle.tokenize_continuation(" And then?").unwrap());
+        let follow = generate_to_string(&mut handle, &greedy(tokens, sequence, 2)).unwrap();
+        assert_eq!(follow.reused_tokens, held, "sequence {sequence}");
+    }
+}

@@ -1,6 +1,7 @@
 //! One integration-test binary for corral, a module per area.
 
 mod automation;
+mod bench_cli;
 mod chat;
 mod cli_errors;
 mod code_interpreter;

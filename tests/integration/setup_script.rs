@@ -17,6 +17,7 @@ const PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
     "tmux",
+    "fonts-dejavu-core",
 ];
 
 fn script() -> std::path::PathBuf {

@@ -5,6 +5,7 @@
 //! pulling or loading a model), and [`exit_code`] tells a usage mistake (2) from a failure (1).
 
 mod batch;
+mod bench;
 mod chat;
 mod config;
 mod display;
@@ -195,6 +196,9 @@ pub enum Command {
     /// Model Context Protocol: offer corral's sandboxed tools to MCP clients.
     #[command(subcommand)]
     Mcp(mcp::McpCommand),
+    /// Measure corral against llama.cpp's own llama-bench and llama-server, as ratios (build
+    /// them once with scripts/bench.sh)
+    Bench(bench::BenchArgs),
 }
 
 impl Default for Command {
@@ -278,6 +282,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Config(command) => config::run(command, &cli.global),
         Command::Serve(args) => return serve::run(&args, &cli.global),
         Command::Mcp(command) => mcp::run(command, &cli.global),
+        Command::Bench(args) => bench::run(&args, &cli.global),
     };
     done.map(|()| 0)
 }

@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// `max_steps`) on one loaded model; one result line per task on stdout, in input order.
     #[arg(long, value_name = "TASKS.jsonl")]
     pub batch: Option<PathBuf>,
+    /// With --batch: tasks that run at once, each on its own KV sequence, their tokens decoded
+    /// together (default 1: one after another).
+    #[arg(long, value_name = "N", requires = "batch")]
+    pub parallel: Option<usize>,
     /// Print the events as JSON Lines instead of the answer.
     #[arg(long)]
     pub json: bool,
@@ -306,6 +310,12 @@ pub(super) fn approver(yes: bool, asker: &mut Asker) -> impl FnMut(&ToolCall) ->
 }
 
 pub fn run(args: &RunArgs, global: &GlobalOpts) -> anyhow::Result<u8> {
+    if args.parallel.is_some() && args.batch.is_none() {
+        return Err(UsageError::new(
+            "--parallel runs the tasks of a --batch file at once: give --batch FILE",
+        )
+        .into());
+    }
     if let Some(path) = &args.batch {
         return super::batch::run(path, args, global);
     }

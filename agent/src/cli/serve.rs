@@ -206,6 +206,7 @@ mod tests {
             trained_context_tokens: 131072,
             chat_template: Some("{{ '<|start_header_id|>' }}…{{ '<|eot_id|>' }}".into()),
             control_tokens: Vec::new(),
+            kv_cache_bytes: 0,
         };
         let conversation =
             Conversation::new(vec![Message::user("Weather in Paris?")]).with_tools(vec![

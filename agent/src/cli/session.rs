@@ -71,6 +71,23 @@ pub fn open_backend(global: &GlobalOpts) -> anyhow::Result<Box<dyn Backend + Sen
     open_backend_at(global, &path)
 }
 
+/// The llama.cpp engine itself, with `sequences` KV sequences: a handle per thread generates on
+/// its own sequence, and the engine decodes them together.
+///
+/// # Errors
+/// As [`open_backend`].
+pub fn open_engine(
+    global: &GlobalOpts,
+    sequences: u32,
+) -> anyhow::Result<engine::llama::LlamaEngine> {
+    let mut options = global.engine_options()?;
+    options.sequences = sequences;
+    options.validate()?;
+    let path = resolve_model(global)?;
+    options.show_progress = std::io::stderr().is_terminal();
+    Ok(engine::llama::LlamaEngine::load(&path, &options)?)
+}
+
 /// Loads the model file at `path` with the flags' options (a progress bar on a terminal).
 ///
 /// # Errors

@@ -204,6 +204,11 @@ pub struct Generation {
     pub prompt_seconds: f64,
     /// Seconds spent generating.
     pub generate_seconds: f64,
+    /// Of `generated_tokens`, those a constraint forced (fast-forwarded in one batch per run,
+    /// not sampled).
+    pub forced_tokens: usize,
+    /// Of `generate_seconds`, the time spent finding and evaluating forced tokens.
+    pub forced_seconds: f64,
     /// Whether the request's constraint engaged (it stays off while a lazy one sees no trigger).
     pub constrained: bool,
 }
@@ -224,6 +229,8 @@ pub struct ModelInfo {
     /// Spellings of the model's control tokens (what special-token parsing turns into control
     /// ids). Untrusted text is marked against them so it stays plain ([`corral_prompts::plain`]).
     pub control_tokens: Vec<String>,
+    /// Bytes the KV cache takes, all sequences, keys and values (0 when there is none).
+    pub kv_cache_bytes: u64,
 }
 
 /// Errors from an inference backend.

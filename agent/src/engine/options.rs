@@ -51,6 +51,24 @@ pub enum FlashAttention {
     Off,
 }
 
+impl FlashAttention {
+    /// `Some(on)` when the mode decides, `None` when llama.cpp chooses per device (`auto`).
+    ///
+    /// `auto` stays llama.cpp's choice, which is on for the CPU. Off decodes faster deep in a
+    /// context on this CPU (llama-bench, SmolLM2-135M, 2 threads, after 2048 tokens: 55.5
+    /// tokens/s off vs 16.7 on, prompts 249 vs 231 tokens/s), but its results depend on how
+    /// tokens are batched, so a cached prefix no longer gives exactly the tokens a fresh
+    /// evaluation would, and the default model's greedy tool calls changed (its calculator
+    /// example failed). `--flash-attn off` is there for who wants the speed.
+    pub fn resolve(self) -> Option<bool> {
+        match self {
+            FlashAttention::On => Some(true),
+            FlashAttention::Off => Some(false),
+            FlashAttention::Auto => None,
+        }
+    }
+}
+
 impl FromStr for FlashAttention {
     type Err = String;
 
@@ -92,6 +110,10 @@ pub struct EngineOptions {
     /// Conversations that keep their own KV cache at once (llama.cpp sequences); each gets a
     /// window of `context_tokens`.
     pub sequences: u32,
+    /// Accept a context up to [`MAX_CONTEXT_TOKENS`] whatever the model was trained with. For
+    /// measuring time and memory at long contexts (`corral bench`): past its training context a
+    /// model's output is unreliable.
+    pub allow_untrained_context: bool,
 }
 
 impl Default for EngineOptions {
@@ -106,6 +128,7 @@ impl Default for EngineOptions {
             verbose: false,
             show_progress: false,
             sequences: 1,
+            allow_untrained_context: false,
         }
     }
 }

@@ -71,6 +71,7 @@ impl ScriptedBackend {
                 trained_context_tokens: 8192,
                 chat_template: None,
                 control_tokens: Vec::new(),
+                kv_cache_bytes: 0,
                 sequences: 1,
             },
             replies: replies.into_iter().collect(),
@@ -256,6 +257,8 @@ impl Backend for ScriptedBackend {
             generated_tokens: generated,
             prompt_seconds: 0.0,
             generate_seconds: 0.0,
+            forced_tokens: 0,
+            forced_seconds: 0.0,
             constrained: false,
         })
     }

@@ -89,8 +89,8 @@ impl GrammarFactory {
 }
 
 /// Where a constraint stands during one generation.
-pub(super) struct ConstraintTracker<'c> {
-    constraint: &'c ToolConstraint,
+pub(super) struct ConstraintTracker {
+    constraint: ToolConstraint,
     engaged: bool,
     /// A lazy constraint whose start-of-turn triggers can no longer match.
     text_at_start_ruled_out: bool,
@@ -104,8 +104,8 @@ pub(super) enum Engage {
     With(Box<Guide>),
 }
 
-impl<'c> ConstraintTracker<'c> {
-    pub(super) fn new(constraint: &'c ToolConstraint) -> Self {
+impl ConstraintTracker {
+    pub(super) fn new(constraint: ToolConstraint) -> Self {
         Self {
             constraint,
             engaged: false,
@@ -250,11 +250,18 @@ impl Guide {
 
     /// Samples the next token with `sampler` among those the grammar allows, and lets the
     /// sampler see it. Falls back to unconstrained sampling if the matcher failed.
-    pub(super) fn sample(&mut self, ctx: &LlamaContext<'_>, sampler: &mut LlamaSampler) -> Token {
+    /// Samples from the logits at output `index` of the last decode, among the tokens the
+    /// grammar allows.
+    pub(super) fn sample(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        sampler: &mut LlamaSampler,
+        index: i32,
+    ) -> Token {
         let Ok(mask) = self.matcher.compute_mask_or_eos() else {
-            return sampler.sample(ctx, -1).0;
+            return sampler.sample(ctx, index).0;
         };
-        let logits = ctx.get_logits_ith(-1);
+        let logits = ctx.get_logits_ith(index);
         let mut allowed = Vec::with_capacity(mask.num_set().min(logits.len()));
         mask.iter_set_entries(|id| {
             if let (Some(&logit), Ok(token)) = (logits.get(id), i32::try_from(id)) {
@@ -262,7 +269,7 @@ impl Guide {
             }
         });
         if allowed.is_empty() {
-            return sampler.sample(ctx, -1).0;
+            return sampler.sample(ctx, index).0;
         }
         let mut candidates = LlamaTokenDataArray::new(allowed, false);
         candidates.apply_sampler(sampler);

@@ -9,6 +9,7 @@
 //! set from any thread is checked before each token.
 
 mod constraint;
+mod generation;
 mod worker;
 
 use std::ops::Range;
@@ -168,6 +169,20 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The sequence whose cache the command reads or changes, if any.
+    fn sequence(&self) -> Option<usize> {
+        match self {
+            Command::Tokenize { .. } => None,
+            Command::Generate { request, .. } => Some(request.sequence),
+            Command::Truncate { sequence, .. }
+            | Command::Remove { sequence, .. }
+            | Command::Save { sequence, .. }
+            | Command::Restore { sequence, .. } => Some(*sequence),
+        }
+    }
+}
+
 /// Where the engine thread sends a generation's text and result.
 enum Sink {
     /// A blocking caller's callback: the engine waits for its answer to each piece (`true` to
@@ -223,9 +238,11 @@ pub enum StreamEvent {
 
 /// Handle to a model loaded by llama.cpp, running on its own thread.
 ///
-/// Cheap to clone and `Send`: every clone talks to the same engine thread, which serves
-/// requests one at a time, in order. Conversations that generate through different clones keep
-/// their caches apart by using different sequences ([`GenerateRequest::sequence`]). Each request
+/// Cheap to clone and `Send`: every clone talks to the same engine thread. Generations on
+/// different sequences ([`GenerateRequest::sequence`]) run at once, their tokens decoded together
+/// one step at a time (continuous batching); requests for a sequence that is generating wait
+/// for it, in order. Conversations that generate through different clones keep their caches
+/// apart by using different sequences. Each request
 /// has its own cancellation ([`GenerateRequest::cancel`], or the callback's `Break`, or dropping
 /// a stream's receiver); none reaches another request.
 #[derive(Clone)]

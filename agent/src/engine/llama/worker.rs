@@ -1,11 +1,11 @@
 //! The engine thread: owns the llama.cpp model and context and serves [`Command`]s.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
 
 use llama_cpp_2::context::kv_cache::KvCacheConversionError;
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
@@ -17,18 +17,12 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
-use super::constraint::{ConstraintTracker, Engage, GrammarFactory};
-use super::{prompt_token_ids, token_ids, Command, Sink};
+use super::constraint::GrammarFactory;
+use super::generation::{busy, Active};
+use super::{prompt_token_ids, token_ids, Command};
 use crate::engine::options::{available_memory_bytes, choose_context};
-use crate::engine::{
-    common_prefix, EngineError, EngineOptions, FlashAttention, GenerateRequest, Generation, KvType,
-    ModelInfo, PieceDecoder, Prompt, Sampling, StopMatcher, StopReason, StopScan, Token,
-};
+use crate::engine::{EngineError, EngineOptions, KvType, ModelInfo, Sampling, Token};
 use crate::model::gguf::GgufSummary;
-
-/// The largest prompt batch when a request can be cancelled: Ctrl-C or a deadline waits at
-/// most for this many tokens' evaluation (about 1.5 s at 85 tokens/s on one slow core).
-const CANCEL_CHUNK: usize = 128;
 
 /// Entry point of the engine thread: load, report readiness, then serve commands until every
 /// handle is dropped.
@@ -69,52 +63,56 @@ pub(super) fn run(
         batch: LlamaBatch::new(options.batch.max(1) as usize, 1),
         grammar_factory: None,
     };
-    for command in inbox {
-        match command {
-            Command::Tokenize {
-                text,
-                special,
-                continuation,
-                reply,
-            } => {
-                let tokens = if continuation {
-                    prompt_token_ids(&session.model.vocab(), &text)
-                } else {
-                    session.tokenize(&text, special)
-                };
-                let _ = reply.send(tokens);
+    let mut actives: Vec<Active> = Vec::new();
+    // Commands for a sequence a generation is using wait until it is done, in order.
+    let mut deferred: VecDeque<Command> = VecDeque::new();
+    let mut open = true;
+    loop {
+        // Idle: wait for work. Generating: take what has arrived, then step.
+        let next = if actives.is_empty() && deferred.is_empty() {
+            match inbox.recv() {
+                Ok(command) => Some(command),
+                Err(_) => break,
             }
-            Command::Generate { request, mut sink } => {
-                let result = session.generate(&request, &mut sink);
-                sink.done(result);
+        } else if open {
+            match inbox.try_recv() {
+                Ok(command) => Some(command),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    None
+                }
             }
-            Command::Truncate {
-                sequence,
-                keep,
-                reply,
-            } => {
-                let _ = reply.send(session.truncate(sequence, keep));
+        } else {
+            None
+        };
+        if let Some(command) = next {
+            match command.sequence() {
+                Some(sequence)
+                    if busy(&actives, sequence)
+                        || deferred.iter().any(|c| c.sequence() == Some(sequence)) =>
+                {
+                    deferred.push_back(command);
+                }
+                _ => session.serve(command, &mut actives),
             }
-            Command::Remove {
-                sequence,
-                range,
-                reply,
-            } => {
-                let _ = reply.send(session.remove(sequence, range));
-            }
-            Command::Save {
-                sequence,
-                path,
-                reply,
-            } => {
-                let _ = reply.send(session.save(sequence, &path));
-            }
-            Command::Restore {
-                sequence,
-                path,
-                reply,
-            } => {
-                let _ = reply.send(session.restore(sequence, &path));
+            continue;
+        }
+        if actives.is_empty() && deferred.is_empty() {
+            break;
+        }
+        session.step(&mut actives);
+        // What waited for a sequence that is free now, oldest first.
+        let waiting = std::mem::take(&mut deferred);
+        for command in waiting {
+            match command.sequence() {
+                Some(sequence)
+                    if busy(&actives, sequence)
+                        || deferred.iter().any(|c| c.sequence() == Some(sequence)) =>
+                {
+                    deferred.push_back(command);
+                }
+                _ => session.serve(command, &mut actives),
             }
         }
     }
@@ -162,9 +160,14 @@ fn new_context<'m>(
     let sequences = options.sequences.max(1);
     // Each sequence gets a window of the chosen size; the memory check covers all of them.
     let per_token = kv_bytes_per_token(model, options.kv_type) * f64::from(sequences);
+    let limit = if options.allow_untrained_context {
+        crate::engine::MAX_CONTEXT_TOKENS
+    } else {
+        trained
+    };
     let window = choose_context(
         options.context_tokens,
-        trained,
+        limit,
         per_token,
         available_memory_bytes(),
     )?;
@@ -173,10 +176,10 @@ fn new_context<'m>(
         KvType::F16 => KvCacheType::F16,
         KvType::Q8_0 => KvCacheType::Q8_0,
     };
-    let flash = match options.flash_attention {
-        FlashAttention::Auto => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
-        FlashAttention::On => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
-        FlashAttention::Off => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    let flash = match options.flash_attention.resolve() {
+        None => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+        Some(true) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        Some(false) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
     };
     let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
     let params = LlamaContextParams::default()
@@ -205,40 +208,43 @@ fn new_context<'m>(
             .ok()
             .and_then(|t| t.to_string().ok()),
         control_tokens: super::control_texts(&model.vocab()),
+        kv_cache_bytes: (kv_bytes_per_token(model, options.kv_type) * f64::from(ctx.n_ctx()))
+            as u64,
     };
     Ok((ctx, info))
 }
 
 /// The model, its context and the tokens each sequence's KV cache holds.
-struct Session<'m> {
-    model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
+pub(super) struct Session<'m> {
+    pub(super) model: &'m LlamaModel,
+    pub(super) ctx: LlamaContext<'m>,
     /// Per sequence: the tokens its cache holds, at positions 0, 1, ...
-    caches: Vec<Vec<Token>>,
+    pub(super) caches: Vec<Vec<Token>>,
     /// Tokens one sequence can hold.
-    window: usize,
-    batch_size: usize,
+    pub(super) window: usize,
+    /// Most tokens in one decode.
+    pub(super) batch_size: usize,
     cached: Arc<Vec<AtomicUsize>>,
-    /// Reused for every evaluation.
-    batch: LlamaBatch<'static>,
+    /// Reused for every evaluation: one decode per step for every generation in progress.
+    pub(super) batch: LlamaBatch<'static>,
     /// Built on the first constrained request (it walks the whole vocabulary).
-    grammar_factory: Option<GrammarFactory>,
+    pub(super) grammar_factory: Option<GrammarFactory>,
 }
 
 /// A sequence number as llama.cpp takes it.
-fn seq_id(sequence: usize) -> i32 {
+pub(super) fn seq_id(sequence: usize) -> i32 {
     i32::try_from(sequence).unwrap_or(i32::MAX)
 }
 
 /// A position as llama.cpp takes it.
-fn pos(index: usize) -> u32 {
+pub(super) fn pos(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 impl Session<'_> {
     /// Token ids of `text` with BOS in front when the model wants one. With `special`, the
     /// format's framing becomes special tokens, and text between plain marks stays plain.
-    fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
+    pub(super) fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
         let vocab = self.model.vocab();
         let mut tokens = if special {
             prompt_token_ids(&vocab, text)
@@ -256,7 +262,7 @@ impl Session<'_> {
         tokens
     }
 
-    fn check_sequence(&self, sequence: usize) -> Result<(), EngineError> {
+    pub(super) fn check_sequence(&self, sequence: usize) -> Result<(), EngineError> {
         if sequence < self.caches.len() {
             Ok(())
         } else {
@@ -267,11 +273,61 @@ impl Session<'_> {
         }
     }
 
-    fn publish(&self, sequence: usize) {
+    pub(super) fn publish(&self, sequence: usize) {
         self.cached[sequence].store(self.caches[sequence].len(), Ordering::SeqCst);
     }
 
-    fn truncate(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError> {
+    /// Carries out one command; a generation joins `actives`.
+    fn serve(&mut self, command: Command, actives: &mut Vec<Active>) {
+        match command {
+            Command::Tokenize {
+                text,
+                special,
+                continuation,
+                reply,
+            } => {
+                let tokens = if continuation {
+                    prompt_token_ids(&self.model.vocab(), &text)
+                } else {
+                    self.tokenize(&text, special)
+                };
+                let _ = reply.send(tokens);
+            }
+            Command::Generate { request, sink } => {
+                actives.extend(self.admit(request, sink));
+            }
+            Command::Truncate {
+                sequence,
+                keep,
+                reply,
+            } => {
+                let _ = reply.send(self.truncate(sequence, keep));
+            }
+            Command::Remove {
+                sequence,
+                range,
+                reply,
+            } => {
+                let _ = reply.send(self.remove(sequence, range));
+            }
+            Command::Save {
+                sequence,
+                path,
+                reply,
+            } => {
+                let _ = reply.send(self.save(sequence, &path));
+            }
+            Command::Restore {
+                sequence,
+                path,
+                reply,
+            } => {
+                let _ = reply.send(self.restore(sequence, &path));
+            }
+        }
+    }
+
+    pub(super) fn truncate(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError> {
         self.check_sequence(sequence)?;
         if keep < self.caches[sequence].len() {
             self.ctx
@@ -367,49 +423,7 @@ impl Session<'_> {
         Ok(self.caches[sequence].len())
     }
 
-    /// Evaluates `tokens` after what `sequence`'s cache holds, in batches; logits only for the
-    /// last one. With `cancel`, batches are at most [`CANCEL_CHUNK`] tokens and a cancelled
-    /// token stops between them (the cache then holds what was evaluated; the caller sees the
-    /// token set and samples nothing).
-    fn evaluate(
-        &mut self,
-        sequence: usize,
-        tokens: &[Token],
-        cancel: Option<&crate::engine::CancelToken>,
-    ) -> Result<(), EngineError> {
-        // One batch for the session: allocating one (a buffer per slot) for every generated
-        // token would cost more than the bookkeeping it serves.
-        let batch = &mut self.batch;
-        let size = match cancel {
-            Some(_) => self.batch_size.min(CANCEL_CHUNK),
-            None => self.batch_size,
-        };
-        let chunks = tokens.len().div_ceil(size);
-        let seq = seq_id(sequence);
-        for (index, chunk) in tokens.chunks(size).enumerate() {
-            if cancel.is_some_and(|c| c.is_cancelled()) {
-                break;
-            }
-            batch.clear();
-            let last_chunk = index + 1 == chunks;
-            let start = self.caches[sequence].len();
-            for (i, &token) in chunk.iter().enumerate() {
-                let position = i32::try_from(start + i).unwrap_or(i32::MAX);
-                let wants_logits = last_chunk && i + 1 == chunk.len();
-                batch
-                    .add(LlamaToken(token), position, &[seq], wants_logits)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-            }
-            self.ctx
-                .decode(batch)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-            self.caches[sequence].extend_from_slice(chunk);
-        }
-        self.publish(sequence);
-        Ok(())
-    }
-
-    fn sampler(&self, sampling: &Sampling) -> LlamaSampler {
+    pub(super) fn sampler(&self, sampling: &Sampling) -> LlamaSampler {
         if sampling.is_greedy() {
             return LlamaSampler::greedy();
         }
@@ -433,177 +447,5 @@ impl Session<'_> {
         chain.push(LlamaSampler::temp(sampling.temperature));
         chain.push(LlamaSampler::dist(sampling.seed));
         LlamaSampler::chain_simple(chain)
-    }
-
-    fn generate(
-        &mut self,
-        request: &GenerateRequest,
-        sink: &mut Sink,
-    ) -> Result<Generation, EngineError> {
-        let sequence = request.sequence;
-        self.check_sequence(sequence)?;
-        let prompt = match &request.prompt {
-            Prompt::Text(text) => self.tokenize(text, true),
-            Prompt::Tokens(tokens) => tokens.clone(),
-        };
-        let n_vocab = self.model.n_vocab();
-        if let Some(&bad) = prompt.iter().find(|&&t| t < 0 || t >= n_vocab) {
-            return Err(EngineError::BadToken {
-                token: bad,
-                vocab: n_vocab,
-            });
-        }
-        let n_ctx = self.window;
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if prompt.len() >= n_ctx {
-            return Err(EngineError::PromptTooLong {
-                prompt: prompt.len(),
-                context: n_ctx,
-            });
-        }
-        // Reuse the cached prefix, but always evaluate at least the last prompt token so there
-        // are fresh logits to sample from.
-        let reused = common_prefix(&self.caches[sequence], &prompt).min(prompt.len() - 1);
-        self.truncate(sequence, reused)?;
-        let started = Instant::now();
-        self.evaluate(sequence, &prompt[reused..], Some(&request.cancel))?;
-        let prompt_seconds = started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let mut sampler = self.sampler(&request.sampling);
-        let mut tracker = request.constraint.as_ref().map(ConstraintTracker::new);
-        let mut guide = None;
-        if let Some(tracker) = tracker.as_mut() {
-            if self.grammar_factory.is_none() {
-                self.grammar_factory = Some(GrammarFactory::new(self.model)?);
-            }
-            let factory = self.grammar_factory.as_mut().expect("built above");
-            guide = tracker.immediate(factory)?;
-        }
-        let mut raw_text = String::new();
-        let mut decoder = PieceDecoder::new();
-        let mut matcher = StopMatcher::new(&request.stop_strings);
-        let mut text = String::new();
-        let mut generated = 0usize;
-        let mut produced: Vec<Token> = Vec::new();
-        let vocab = self.model.vocab();
-        // Sends a piece to the caller; `false` (the caller said stop, or is gone) stops
-        // generation before the next token.
-        let mut emit = |chunk: &str, text: &mut String| -> bool {
-            if chunk.is_empty() {
-                return true;
-            }
-            text.push_str(chunk);
-            sink.text(chunk)
-        };
-        let tokenize = |bytes: &[u8]| token_ids(&vocab, bytes, false);
-        let stop = loop {
-            if request.cancel.is_cancelled() {
-                break StopReason::Cancelled;
-            }
-            let room = request
-                .max_tokens
-                .map_or(usize::MAX, |max| max.saturating_sub(generated));
-            if room == 0 {
-                break StopReason::MaxTokens;
-            }
-            let held = self.caches[sequence].len();
-            if held >= n_ctx {
-                break StopReason::ContextFull;
-            }
-            // This step's tokens: those the grammar forces (evaluated in one batch), else one
-            // sampled token.
-            let mut step = guide
-                .as_mut()
-                .map(|guide| guide.forced(tokenize))
-                .unwrap_or_default();
-            step.truncate(room.min(n_ctx - held));
-            if step.is_empty() {
-                step.push(match guide.as_mut() {
-                    Some(guide) => guide.sample(&self.ctx, &mut sampler),
-                    None => sampler.sample(&self.ctx, -1).0,
-                });
-            } else {
-                for &token in &step {
-                    sampler.accept(LlamaToken(token));
-                }
-            }
-            // Tokens are evaluated once their text is through; one that ends the turn is not.
-            let mut ended = None;
-            let mut done = 0;
-            for &token in &step {
-                generated += 1;
-                if let Some(guide) = guide.as_mut() {
-                    guide.accept(token);
-                }
-                let token = LlamaToken(token);
-                if vocab.is_eog(token) {
-                    let piece = vocab.token_to_piece(token, true, None);
-                    let piece = String::from_utf8_lossy(&piece).into_owned();
-                    produced.push(token.0);
-                    ended = Some(StopReason::EndOfGeneration(piece));
-                    break;
-                }
-                if request.stop_tokens.contains(&token.0) {
-                    ended = Some(StopReason::StopToken(token.0));
-                    break;
-                }
-                let piece = vocab.token_to_piece(token, true, None);
-                let chunk = decoder.push(&piece);
-                raw_text.push_str(&chunk);
-                if let (Some(tracker), Some(factory)) =
-                    (tracker.as_mut(), self.grammar_factory.as_mut())
-                {
-                    let piece_text = String::from_utf8_lossy(&piece);
-                    let retokenize = |s: &str| token_ids(&vocab, s.as_bytes(), true);
-                    if let Engage::With(engaged) =
-                        tracker.after_token(factory, &piece_text, &raw_text, retokenize)
-                    {
-                        guide = Some(*engaged);
-                    }
-                }
-                match matcher.push(&chunk) {
-                    StopScan::Continue(chunk) => {
-                        if !emit(&chunk, &mut text) {
-                            // The callback has this token's text: it is evaluated, and the
-                            // cache holds exactly what was emitted.
-                            done += 1;
-                            ended = Some(StopReason::Cancelled);
-                            break;
-                        }
-                    }
-                    StopScan::Stopped { emit: chunk, stop } => {
-                        emit(&chunk, &mut text);
-                        ended = Some(StopReason::StopString(stop));
-                        break;
-                    }
-                }
-                done += 1;
-            }
-            self.evaluate(sequence, &step[..done], None)?;
-            produced.extend_from_slice(&step[..done]);
-            if let Some(stop) = ended {
-                break stop;
-            }
-        };
-        // Text held back (a partial stop string, an incomplete character) goes out at the end,
-        // unless a stop string matched or the generation was cancelled.
-        if !matches!(stop, StopReason::StopString(_) | StopReason::Cancelled) {
-            let tail = format!("{}{}", matcher.finish(), decoder.finish());
-            emit(&tail, &mut text);
-        }
-        Ok(Generation {
-            text,
-            tokens: produced,
-            stop,
-            prompt_tokens: prompt.len(),
-            reused_tokens: reused,
-            generated_tokens: generated,
-            prompt_seconds,
-            generate_seconds: started.elapsed().as_secs_f64(),
-            constrained: tracker.is_some_and(|t| t.engaged()),
-        })
     }
 }
