@@ -539,3 +539,43 @@ fn generations_on_different_sequences_run_together_and_keep_their_caches_apart()
         assert_eq!(follow.reused_tokens, held, "sequence {sequence}");
     }
 }
+
+#[test]
+fn a_short_continuation_deep_in_the_cache_is_evaluated_as_64_rows() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let options = EngineOptions {
+        context_tokens: Some(2048),
+        threads: 1,
+        ..EngineOptions::default()
+    };
+    let mut backend = engine::llama::load(&default_model(), &options).unwrap();
+    let mut tokens = backend
+        .tokenize(
+            &chat_prompt(&"A long letter about rivers. ".repeat(200)),
+            true,
+        )
+        .unwrap();
+    assert!(tokens.len() > 1100, "{}", tokens.len());
+    let first = generate_to_string(backend.as_mut(), &greedy(tokens.clone(), 0, 1)).unwrap();
+    tokens.extend_from_slice(&first.tokens);
+    // Deep in the cache (over 1024 tokens), a few new tokens go with cached ones before them,
+    // so llama.cpp's flash attention takes its tiled path (64 rows).
+    let fresh = backend.tokenize_continuation(" Go on.").unwrap();
+    assert!(fresh.len() < 10);
+    tokens.extend_from_slice(&fresh);
+    let next = generate_to_string(backend.as_mut(), &greedy(tokens.clone(), 0, 1)).unwrap();
+    assert_eq!(next.prompt_tokens - next.reused_tokens, 64, "{next:?}");
+    // Shallow in the cache nothing is padded: only the new tokens are evaluated.
+    backend.truncate_cache(0, 0).unwrap();
+    let short = backend
+        .tokenize(&chat_prompt("Hello there."), true)
+        .unwrap();
+    let g = generate_to_string(backend.as_mut(), &greedy(short.clone(), 0, 1)).unwrap();
+    let mut longer = short;
+    longer.extend_from_slice(&g.tokens);
+    longer.extend_from_slice(&fresh);
+    let held = backend.cached_tokens(0);
+    let g = generate_to_string(backend.as_mut(), &greedy(longer.clone(), 0, 1)).unwrap();
+    assert_eq!(g.reused_tokens, held, "{g:?}");
+    assert!(g.prompt_tokens - g.reused_tokens < 64, "{g:?}");
+}

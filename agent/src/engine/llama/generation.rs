@@ -29,6 +29,16 @@ use crate::engine::{
     StopReason, StopScan, Token,
 };
 
+/// New tokens from which llama.cpp's CPU flash attention takes its tiled path. Fewer (but more
+/// than one) go row by row, which deep in a context costs several times more than 64 rows
+/// tiled: an agent turn's 28 new tokens after 8K of history took 5.5 s. So a short
+/// continuation deep in a cache is evaluated together with the cached tokens just before it,
+/// up to this many rows; they are computed again, and `reused_tokens` says so.
+const FLASH_TILE_ROWS: usize = 64;
+
+/// Cached tokens from which padding pays: shallower, the row path is fast enough.
+const PAD_FROM_DEPTH: usize = 1024;
+
 /// One generation in progress.
 pub(super) struct Active {
     request: GenerateRequest,
@@ -189,7 +199,15 @@ impl Session<'_> {
                 context: self.window,
             });
         }
-        let reused = common_prefix(&self.caches[sequence], &prompt).min(prompt.len() - 1);
+        let mut reused = common_prefix(&self.caches[sequence], &prompt).min(prompt.len() - 1);
+        let fresh = prompt.len() - reused;
+        if self.pad_short_prompts
+            && reused >= PAD_FROM_DEPTH
+            && fresh > 1
+            && fresh < FLASH_TILE_ROWS
+        {
+            reused -= FLASH_TILE_ROWS - fresh;
+        }
         self.truncate(sequence, reused)?;
         Ok((prompt, reused))
     }

@@ -62,6 +62,9 @@ pub(super) fn run(
         cached,
         batch: LlamaBatch::new(options.batch.max(1) as usize, 1),
         grammar_factory: None,
+        // On the CPU, flash attention is on unless turned off (llama.cpp's `auto` picks it).
+        pad_short_prompts: options.gpu_layers == 0
+            && options.flash_attention.resolve() != Some(false),
     };
     let mut actives: Vec<Active> = Vec::new();
     // Commands for a sequence a generation is using wait until it is done, in order.
@@ -229,6 +232,9 @@ pub(super) struct Session<'m> {
     pub(super) batch: LlamaBatch<'static>,
     /// Built on the first constrained request (it walks the whole vocabulary).
     pub(super) grammar_factory: Option<GrammarFactory>,
+    /// Whether a short continuation deep in a cache is evaluated with cached tokens before it
+    /// ([`super::generation`]'s `FLASH_TILE_ROWS`).
+    pub(super) pad_short_prompts: bool,
 }
 
 /// A sequence number as llama.cpp takes it.
