@@ -146,7 +146,7 @@ fn draw_bars(figure: &Figure, path: &Path) -> DrawResult {
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
-        .build_cartesian_2d(0.0..values.len() as f64, 0.0..(y_max * 1.15).max(1e-9))?;
+        .build_cartesian_2d(0.0..values.len() as f64, 0.0..(y_max * 1.2).max(1e-9))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -160,11 +160,14 @@ fn draw_bars(figure: &Figure, path: &Path) -> DrawResult {
             [(x + 0.15, 0.0), (x + 0.85, *value)],
             color(i).filled(),
         )))?;
-        chart.draw_series(std::iter::once(Text::new(
-            format!("{name}: {value:.1}"),
-            (x + 0.15, value + y_max * 0.03),
-            ("sans-serif", 14),
-        )))?;
+        // Two lines, so a long name stays over its own bar.
+        for (line, text) in [(0.08, name.clone()), (0.03, format!("{value:.1}"))] {
+            chart.draw_series(std::iter::once(Text::new(
+                text,
+                (x + 0.1, value + y_max * line),
+                ("sans-serif", 13),
+            )))?;
+        }
     }
     root.present()?;
     Ok(())
