@@ -14,7 +14,7 @@ use anyhow::Context;
 use corral_prompts::{Conversation, Message};
 use serde_json::json;
 
-use super::reference::{LlamaTools, Server};
+use super::reference::{LlamaTools, Server, ServerSettings};
 use super::report::{Report, Row, Target};
 use super::{flash_flag, Plan};
 use crate::agent::format_for_model;
@@ -108,26 +108,13 @@ pub fn run(
         drop(engine);
 
         // llama-server with as many slots, the same questions at once.
-        let server = Server::start(
-            &server_bin,
-            model,
-            &[
-                "-c".into(),
-                (context as usize * streams).to_string(),
-                "-np".into(),
-                streams.to_string(),
-                "-t".into(),
-                plan.threads.to_string(),
-                "-b".into(),
-                "512".into(),
-                "-ub".into(),
-                "512".into(),
-                "--jinja".into(),
-                "--no-warmup".into(),
-                "-fa".into(),
-                flash_flag(options).into(),
-            ],
-        )?;
+        let settings = ServerSettings {
+            context: context as usize * streams,
+            slots: streams,
+            threads: plan.threads,
+            flash: flash_flag(options),
+        };
+        let server = Server::start(&server_bin, model, &settings, &[])?;
         let started = Instant::now();
         let theirs_generated: u64 = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..streams)

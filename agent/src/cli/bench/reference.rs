@@ -154,6 +154,17 @@ pub fn llama_bench(
     })
 }
 
+/// What a comparison sets on llama-server to match corral's side.
+pub struct ServerSettings {
+    /// Context tokens in all (`-c`), shared by the slots.
+    pub context: usize,
+    /// Conversations served at once (`-np`).
+    pub slots: usize,
+    pub threads: u32,
+    /// `-fa`: on, off or auto.
+    pub flash: &'static str,
+}
+
 /// A running `llama-server`, stopped when dropped.
 pub struct Server {
     child: Child,
@@ -185,18 +196,40 @@ pub struct Streamed {
 }
 
 impl Server {
-    /// Starts llama-server on a free loopback port with `args` and waits until it is ready.
+    /// Starts llama-server on a free loopback port with corral's settings for a comparison
+    /// (`settings`, batch 512, the model's own template, no warm-up) plus `extra` flags, and
+    /// waits until it is ready.
     ///
     /// # Errors
     /// When it does not start, or exits, or is not ready within five minutes.
-    pub fn start(bin: &Path, model: &Path, args: &[String]) -> anyhow::Result<Server> {
+    pub fn start(
+        bin: &Path,
+        model: &Path,
+        settings: &ServerSettings,
+        extra: &[String],
+    ) -> anyhow::Result<Server> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = tempfile::NamedTempFile::new()?;
         let mut child = Command::new(bin)
             .arg("-m")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(args)
+            .args([
+                "-c",
+                &settings.context.to_string(),
+                "-np",
+                &settings.slots.to_string(),
+            ])
+            .args([
+                "-t",
+                &settings.threads.to_string(),
+                "-b",
+                "512",
+                "-ub",
+                "512",
+            ])
+            .args(["--jinja", "--no-warmup", "-fa", settings.flash])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen()?)

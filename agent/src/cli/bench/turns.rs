@@ -26,7 +26,7 @@ use corral_prompts::{Conversation, Format, Message, ToolCall};
 use corral_tools::{FnTool, Registry, ToolSpec};
 use serde_json::json;
 
-use super::reference::{LlamaTools, Server};
+use super::reference::{LlamaTools, Server, ServerSettings};
 use super::report::{Report, Row, Target};
 use super::{flash_flag, load, median, Plan};
 use crate::agent::{format_for_model, prompt_tools, Agent, Decision, Policy, TurnOptions};
@@ -329,29 +329,13 @@ pub fn run(
         extra.push("--override-kv".to_string());
         extra.push(format!("{architecture}.context_length=int:{context}"));
     }
-    let server = Server::start(
-        &tools.server()?,
-        model,
-        &[
-            "-c".into(),
-            context.to_string(),
-            "-np".into(),
-            "1".into(),
-            "-t".into(),
-            plan.threads.to_string(),
-            "-b".into(),
-            "512".into(),
-            "-ub".into(),
-            "512".into(),
-            "--jinja".into(),
-            "--no-warmup".into(),
-            "-fa".into(),
-            flash_flag(options).into(),
-        ]
-        .into_iter()
-        .chain(extra)
-        .collect::<Vec<String>>(),
-    )?;
+    let settings = ServerSettings {
+        context,
+        slots: 1,
+        threads: plan.threads,
+        flash: flash_flag(options),
+    };
+    let server = Server::start(&tools.server()?, model, &settings, &extra)?;
     let mut at_zero = None;
     for (history, history_tokens, base, snapshots, ours, again) in measured {
         // llama-server: the same history, a cold request, then measured ones.

@@ -90,14 +90,10 @@ pub(super) fn run(
             None
         };
         if let Some(command) = next {
-            match command.sequence() {
-                Some(sequence)
-                    if busy(&actives, sequence)
-                        || deferred.iter().any(|c| c.sequence() == Some(sequence)) =>
-                {
-                    deferred.push_back(command);
-                }
-                _ => session.serve(command, &mut actives),
+            if must_wait(&command, &actives, &deferred) {
+                deferred.push_back(command);
+            } else {
+                session.serve(command, &mut actives);
             }
             continue;
         }
@@ -108,17 +104,21 @@ pub(super) fn run(
         // What waited for a sequence that is free now, oldest first.
         let waiting = std::mem::take(&mut deferred);
         for command in waiting {
-            match command.sequence() {
-                Some(sequence)
-                    if busy(&actives, sequence)
-                        || deferred.iter().any(|c| c.sequence() == Some(sequence)) =>
-                {
-                    deferred.push_back(command);
-                }
-                _ => session.serve(command, &mut actives),
+            if must_wait(&command, &actives, &deferred) {
+                deferred.push_back(command);
+            } else {
+                session.serve(command, &mut actives);
             }
         }
     }
+}
+
+/// Whether `command` must wait: its sequence is generating, or an earlier command for it is
+/// waiting already (commands for one sequence keep their order).
+fn must_wait(command: &Command, actives: &[Active], deferred: &VecDeque<Command>) -> bool {
+    command.sequence().is_some_and(|sequence| {
+        busy(actives, sequence) || deferred.iter().any(|c| c.sequence() == Some(sequence))
+    })
 }
 
 fn load_model(
