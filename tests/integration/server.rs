@@ -375,3 +375,108 @@ fn agent_mode_runs_corrals_own_tools_and_shows_the_steps() {
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["param"], "tools");
 }
+
+/// What one streamed completion showed, and when.
+struct Streamed {
+    first_text: Instant,
+    done: Instant,
+    text: String,
+    usage: Value,
+}
+
+/// Streams `body` through `curl -N`, noting when the first text and the end arrived.
+fn stream_chat(server: &Server, body: &Value) -> Streamed {
+    let mut child = Command::new("curl")
+        .args(["-s", "-N", "-X", "POST"])
+        .arg(format!("{}/v1/chat/completions", server.base))
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(body.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl is installed (scripts/setup.sh)");
+    let mut first_text = None;
+    let mut text = String::new();
+    let mut usage = Value::Null;
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value =
+            serde_json::from_str(data).unwrap_or_else(|e| panic!("not JSON ({e}): {data}"));
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            if !piece.is_empty() {
+                first_text.get_or_insert_with(Instant::now);
+                text.push_str(piece);
+            }
+        }
+        if !chunk["usage"].is_null() {
+            usage = chunk["usage"].clone();
+        }
+    }
+    let done = Instant::now();
+    let _ = child.wait();
+    Streamed {
+        first_text: first_text.unwrap_or_else(|| panic!("no text streamed for {body}")),
+        done,
+        text,
+        usage,
+    }
+}
+
+#[test]
+fn two_clients_are_answered_at_once_and_each_keeps_its_conversation() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&["--parallel", "2"]);
+    let (health_status, health) = curl(&server, "GET", "/health", None, None);
+    assert_eq!((health_status, &health["at_once"]), (200, &Value::from(2)));
+    let questions = [
+        "Count from 1 to 100, one number per line.",
+        "List the letters of the alphabet, one per line.",
+    ];
+    let request = |question: &str| {
+        serde_json::json!({"model": MODEL, "stream": true, "max_tokens": 96, "temperature": 0,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": question}]})
+    };
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| stream_chat(&server, &request(questions[0])));
+        let b = scope.spawn(|| stream_chat(&server, &request(questions[1])));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    // One at a time, one stream would end before the other began.
+    assert!(
+        a.first_text < b.done && b.first_text < a.done,
+        "the two streams did not overlap: a {:?}..{:?}, b {:?}..{:?}",
+        a.first_text,
+        a.done,
+        b.first_text,
+        b.done
+    );
+    // Each conversation goes on from its own cache: everything it had is reused.
+    for (question, streamed) in questions.iter().zip([&a, &b]) {
+        let held = streamed.usage["prompt_tokens"].as_u64().unwrap()
+            + streamed.usage["completion_tokens"].as_u64().unwrap();
+        let (status, reply) = post_chat(
+            &server,
+            &serde_json::json!({"model": MODEL, "max_tokens": 4, "temperature": 0,
+                "messages": [{"role": "user", "content": question},
+                             {"role": "assistant", "content": streamed.text},
+                             {"role": "user", "content": "Thank you."}]}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        let cached = reply["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            cached >= held - 1,
+            "{question:?}: {cached} cached of the {held} its sequence held: {reply}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! `corral serve`: the OpenAI-compatible server ([`crate::server`]) on the loaded model.
 //!
 //! Loopback by default; another address needs `--api-key` (or `CORRAL_API_KEY`). `--parallel N`
-//! keeps N conversations' KV caches; requests are served one at a time in arrival order.
+//! keeps N conversations' KV caches and runs up to N requests at once (more wait in arrival
+//! order).
 //! `--agent` adds the model `corral-agent`, which runs corral's sandboxed tools with this
 //! process's grants (config, `--grant`) and policy; `ask` tools are refused there (no one can be
 //! asked), so allow the ones to serve in the config's `[tools]` table.
@@ -34,7 +35,8 @@ pub struct ServeArgs {
     /// Allow browser calls from this origin (repeatable; `*` for any). Off by default.
     #[arg(long = "cors", value_name = "ORIGIN")]
     pub cors: Vec<String>,
-    /// Conversations that keep their KV cache between requests (llama.cpp sequences).
+    /// Conversations that keep their KV cache between requests (llama.cpp sequences), and
+    /// requests that run at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: u32,
     /// Largest request body in bytes.

@@ -431,6 +431,13 @@ pub trait Backend {
         sequence: usize,
         path: &std::path::Path,
     ) -> Result<usize, EngineError>;
+
+    /// Another handle to this same loaded model that may generate at the same time as this one,
+    /// on another sequence (the server gives one to each request in flight); `None` when the
+    /// backend serves one caller at a time.
+    fn share(&self) -> Option<Box<dyn Backend + Send>> {
+        None
+    }
 }
 
 /// Length of the common prefix of two token sequences.

@@ -29,7 +29,7 @@ use crate::engine::CancelToken;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    model: Arc<tokio::sync::Mutex<ServedModel>>,
+    model: Arc<ServedModel>,
     waiting: Arc<AtomicUsize>,
     config: Arc<ServerConfig>,
     requests: Arc<AtomicUsize>,
@@ -40,7 +40,7 @@ impl AppState {
     pub fn new(mut model: ServedModel, config: ServerConfig) -> AppState {
         model.reply_cap = config.limits.max_tokens;
         AppState {
-            model: Arc::new(tokio::sync::Mutex::new(model)),
+            model: Arc::new(model),
             waiting: Arc::new(AtomicUsize::new(0)),
             config: Arc::new(config),
             requests: Arc::new(AtomicUsize::new(0)),
@@ -184,6 +184,8 @@ async fn health(State(state): State<AppState>) -> axum::Json<Value> {
         "status": "ok",
         "model": state.config.model_id,
         "waiting": state.waiting.load(Ordering::SeqCst),
+        "running": state.model.in_flight(),
+        "at_once": state.model.concurrency(),
     }))
 }
 
@@ -326,8 +328,9 @@ async fn chat_inner(state: AppState, headers: HeaderMap, body: Body) -> Result<R
     if waiting >= config.limits.queue {
         return Err(ApiError::busy(waiting));
     }
-    let model = Arc::clone(&state.model).lock_owned().await;
+    let admitted = state.model.admit().await?;
     drop(waiting_guard);
+    let model = Arc::clone(&state.model);
     let number = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let cancel = CancelToken::new();
     let guard = CancelOnDrop(cancel.clone());
@@ -335,7 +338,7 @@ async fn chat_inner(state: AppState, headers: HeaderMap, body: Body) -> Result<R
     let job_request = request.clone();
     let job_config = Arc::clone(&config);
     tokio::task::spawn_blocking(move || {
-        let mut model = model;
+        let _admitted = admitted;
         let mut sink = |piece: Piece| {
             let message = match piece {
                 Piece::Started => Progress::Started,

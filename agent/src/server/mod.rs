@@ -12,10 +12,12 @@
 //! origins are named; bodies, message counts, `max_tokens` and the queue are capped
 //! ([`Limits`]). Errors are OpenAI error objects with a 4xx for every client mistake.
 //!
-//! **Concurrency.** One llama.cpp context serves one request at a time; requests wait in
-//! arrival order (at most [`Limits::queue`], then 503). The context keeps one KV cache per
-//! sequence (`--parallel`), and each request goes to the sequence sharing its longest prefix
-//! ([`model`]), so that many conversations keep their cache between requests.
+//! **Concurrency.** The llama.cpp context keeps one KV cache per sequence (`--parallel N`), and
+//! up to N requests run at once, each on its own sequence, their tokens decoded together one
+//! batch per step (continuous batching, as llama-server's slots). More wait in arrival order (at
+//! most [`Limits::queue`], then 503). Each request goes to the free sequence sharing its longest
+//! prefix ([`model`]), so that many conversations keep their cache between requests.
+//! `GET /health` tells how many run and wait.
 //!
 //! **Agent mode** (model [`AGENT_MODEL`], `corral serve --agent`): corral runs its own
 //! sandboxed tools with the server owner's grants and policy — never anything a request asks

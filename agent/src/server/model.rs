@@ -8,11 +8,15 @@
 //! model wrote, and an assistant message that comes back is rendered from that text — so the
 //! prompt extends the cache byte for byte, the model's own token ids included.
 //!
-//! Requests are served one at a time (one llama.cpp context): the HTTP layer queues them in
-//! arrival order in front of [`ServedModel`].
+//! **Requests at once.** Each request in flight holds one sequence ([`ServedModel::admit`] lets
+//! in as many as there are sequences, in arrival order) and its own handle to the engine
+//! ([`Backend::share`]), which decodes the requests' tokens together, one batch per step. A
+//! backend that cannot share serves one request at a time. The bookkeeping (which sequence holds
+//! which conversation, remembered replies) sits behind one lock held only between steps.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use corral_prompts::{
     ControlTexts, Conversation, Format, Message, ParseEvent, ParsedMessage, ToolCall, ToolChoice,
@@ -24,7 +28,7 @@ use super::error::ApiError;
 use super::request::{ChatRequest, ResponseFormat};
 use crate::agent::{self, Transcript};
 use crate::engine::{
-    Backend, CancelToken, EngineError, GenerateRequest, Prompt, StopReason, Token,
+    Backend, CancelToken, EngineError, GenerateRequest, ModelInfo, Prompt, StopReason, Token,
 };
 
 /// Replies remembered for rendering them back exactly, oldest forgotten first: at most this
@@ -112,59 +116,112 @@ pub struct Completion {
     pub cancelled: bool,
 }
 
-/// The one loaded model behind the server.
+/// The one loaded model behind the server, shared by the requests in flight.
 pub struct ServedModel {
-    backend: Box<dyn Backend + Send>,
+    /// The handle given at start: requests get shares of it, or take turns with it.
+    engine: Mutex<Box<dyn Backend + Send>>,
+    shares: bool,
+    info: ModelInfo,
     format: Box<dyn Format + Send + Sync>,
     controls: ControlTexts,
-    slots: Vec<Slot>,
-    clock: u64,
-    replies: RememberedReplies,
+    books: Mutex<Books>,
+    admission: Arc<tokio::sync::Semaphore>,
     call_prefix: String,
-    calls: u64,
     /// Tokens a reply gets when the request names no `max_tokens` (the server's cap, or less
     /// when the window has less room).
     pub reply_cap: usize,
+}
+
+/// What the requests share: who holds which sequence, and the replies to render back.
+#[derive(Default)]
+struct Books {
+    slots: Vec<Slot>,
+    clock: u64,
+    replies: RememberedReplies,
+    calls: u64,
 }
 
 #[derive(Default)]
 struct Slot {
     transcript: Transcript,
     used: u64,
+    /// A request in flight holds this sequence.
+    busy: bool,
 }
 
 impl ServedModel {
-    /// Serves `backend` in `format`, one slot per backend sequence.
+    /// Serves `backend` in `format`, one slot per backend sequence; as many requests run at
+    /// once as there are sequences when the backend can share itself ([`Backend::share`]).
     pub fn new(backend: Box<dyn Backend + Send>, format: Box<dyn Format + Send + Sync>) -> Self {
-        let controls = ControlTexts::new(backend.info().control_tokens.iter().cloned());
-        let slots = (0..backend.info().sequences.max(1))
-            .map(|_| Slot::default())
-            .collect();
+        let info = backend.info().clone();
+        let controls = ControlTexts::new(info.control_tokens.iter().cloned());
+        let sequences = info.sequences.max(1);
+        let shares = backend.share().is_some();
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         ServedModel {
-            backend,
+            engine: Mutex::new(backend),
+            shares,
+            info,
             format,
             controls,
-            slots,
-            clock: 0,
-            replies: RememberedReplies::default(),
+            books: Mutex::new(Books {
+                slots: (0..sequences).map(|_| Slot::default()).collect(),
+                ..Books::default()
+            }),
+            admission: Arc::new(tokio::sync::Semaphore::new(if shares {
+                sequences
+            } else {
+                1
+            })),
             call_prefix: format!("call_{:x}", started & 0xff_ffff_ffff),
-            calls: 0,
             reply_cap: super::Limits::default().max_tokens,
         }
     }
 
-    /// The backend (model facts, tests).
-    pub fn backend(&self) -> &dyn Backend {
-        self.backend.as_ref()
+    /// Facts about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Requests that may be in flight at once: one per sequence, or one when the backend cannot
+    /// share itself.
+    pub fn concurrency(&self) -> usize {
+        if self.shares {
+            self.info.sequences.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Requests running now.
+    pub fn in_flight(&self) -> usize {
+        self.concurrency()
+            .saturating_sub(self.admission.available_permits())
+    }
+
+    /// Waits, in arrival order, until one more request may run; it runs while the permit is
+    /// held.
+    ///
+    /// # Errors
+    /// Never in practice (the queue is never closed).
+    pub async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.admission)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::internal("the server is stopping"))
     }
 
     /// The text `sequence`'s transcript holds (tests).
     #[cfg(test)]
-    pub(super) fn held_text(&self, sequence: usize) -> &str {
-        self.slots[sequence].transcript.text()
+    pub(super) fn held_text(&self, sequence: usize) -> String {
+        self.books().slots[sequence].transcript.text().to_string()
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        // A request that panicked leaves the books as consistent as any step does.
+        self.books.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Completes `request` (plain mode): streams pieces into `sink` (`Break`: the client is gone,
@@ -174,13 +231,14 @@ impl ServedModel {
     /// 400s for a conversation the format cannot express or that does not fit the window, 500
     /// when the engine fails.
     pub fn complete(
-        &mut self,
+        &self,
         request: &ChatRequest,
         cancel: &CancelToken,
         sink: &mut dyn FnMut(Piece) -> ControlFlow<()>,
     ) -> Result<Completion, ApiError> {
         let conversation = self.conversation(request);
-        let (sequence, tokens, transcript) = self.prompt(&conversation)?;
+        let (mut lease, tokens, transcript) = self.lease(&conversation)?;
+        let sequence = lease.sequence;
         let max_tokens = self.room_for_reply(tokens.len(), request.max_tokens)?;
         let constraint = match &request.response_format {
             ResponseFormat::Text => self
@@ -202,7 +260,7 @@ impl ServedModel {
             cancel: cancel.clone(),
             constraint,
         };
-        self.slots[sequence].transcript = transcript;
+        lease.held = transcript;
         if sink(Piece::Started).is_break() {
             return Err(ApiError::internal(
                 "the client left before generation began",
@@ -223,7 +281,7 @@ impl ServedModel {
             }
         };
         let (generation, generated) =
-            agent::generate_parsed(&mut *self.backend, &generate, &mut *parser, &mut |events| {
+            agent::generate_parsed(lease.backend(), &generate, &mut *parser, &mut |events| {
                 feed(events, &mut parsed, &mut gone);
                 if gone {
                     ControlFlow::Break(())
@@ -232,7 +290,8 @@ impl ServedModel {
                 }
             })
             .map_err(engine_error)?;
-        self.slots[sequence].transcript.record(&generation);
+        lease.held.record(&generation);
+        drop(lease);
         let mut calls = parsed.tool_calls;
         let parsed_calls = calls.len();
         if !request.parallel_tool_calls {
@@ -250,7 +309,8 @@ impl ServedModel {
         ) && calls.len() == parsed_calls
             && !(content.is_empty() && calls.is_empty());
         if whole {
-            self.replies
+            self.books()
+                .replies
                 .remember(reply_key(&content, &calls), generated);
         }
         let finish = if !calls.is_empty() {
@@ -284,7 +344,7 @@ impl ServedModel {
     /// # Errors
     /// As [`ServedModel::complete`]; a turn the engine broke off is a 500.
     pub fn complete_agent(
-        &mut self,
+        &self,
         request: &ChatRequest,
         registry: &corral_tools::Registry,
         setup: &AgentSetup,
@@ -308,9 +368,9 @@ impl ServedModel {
         let tools = agent::prompt_tools(registry, Some(&setup.tools));
         super::request::check_choice(&request.tool_choice, tools.iter().map(|t| t.name.as_str()))?;
         conversation.tools = (!tools.is_empty()).then_some(tools);
-        let (sequence, tokens, transcript) = self.prompt(&conversation)?;
+        let (mut lease, tokens, transcript) = self.lease(&conversation)?;
         let prompt = tokens.len();
-        let window = self.backend.info().context_tokens;
+        let window = self.info.context_tokens;
         let max_tokens = request
             .max_tokens
             .unwrap_or_else(|| crate::cli::reply_budget(window));
@@ -337,7 +397,8 @@ impl ServedModel {
             ));
         }
         let mut gone = false;
-        let mut runner = agent::Agent::new(self.backend.as_mut(), self.format.as_ref(), registry)
+        let sequence = lease.sequence;
+        let mut runner = agent::Agent::new(lease.backend(), self.format.as_ref(), registry)
             .on_sequence(sequence)
             .with_transcript(transcript);
         let outcome = runner.run_turn(&mut conversation, &options, &mut |_| false, &mut |event| {
@@ -362,7 +423,9 @@ impl ServedModel {
                 }
             }
         });
-        self.slots[sequence].transcript = runner.into_state().0;
+        let held = runner.into_state().0;
+        lease.held = held;
+        drop(lease);
         let steps: Vec<Value> = steps_of(&conversation.messages[before..]);
         Ok(Completion {
             content: Some(outcome.answer.trim_start().to_string()),
@@ -388,6 +451,7 @@ impl ServedModel {
 
     /// The request's conversation; assistant messages this server wrote get their exact text.
     fn conversation(&self, request: &ChatRequest) -> Conversation {
+        let books = self.books();
         let messages = request
             .messages
             .iter()
@@ -399,7 +463,7 @@ impl ServedModel {
                 } => Message::Assistant {
                     content: content.clone(),
                     tool_calls: tool_calls.clone(),
-                    generated: self
+                    generated: books
                         .replies
                         .get(&reply_key(content.trim_start(), tool_calls))
                         .map(str::to_string),
@@ -415,21 +479,42 @@ impl ServedModel {
         }
     }
 
-    /// The sequence for `conversation`, the exact ids of its prompt there, and the transcript
-    /// that holds them (put in the slot only once the request is accepted, so a refused one
-    /// leaves the slot's conversation as it was).
-    fn prompt(
-        &mut self,
+    /// A free sequence for `conversation` with an engine handle, the exact ids of its prompt
+    /// there, and the transcript that holds them (put in [`Lease::held`] only once the request
+    /// is accepted, so a refused one leaves the slot's conversation as it was).
+    fn lease(
+        &self,
         conversation: &Conversation,
-    ) -> Result<(usize, Vec<Token>, Transcript), ApiError> {
+    ) -> Result<(Lease<'_>, Vec<Token>, Transcript), ApiError> {
         let (rendered, marked) = self.render(conversation)?;
-        let sequence = self.pick_sequence(&rendered);
+        let (sequence, held) = {
+            let mut books = self.books();
+            let sequence = books.pick_sequence(&rendered).ok_or_else(|| {
+                ApiError::internal("every sequence is busy (a request was not admitted)")
+            })?;
+            let slot = &mut books.slots[sequence];
+            slot.busy = true;
+            (sequence, std::mem::take(&mut slot.transcript))
+        };
+        let handle = {
+            let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+            match engine.share() {
+                Some(shared) if self.shares => Handle::Shared(shared),
+                _ => Handle::Turn(engine),
+            }
+        };
+        let mut lease = Lease {
+            model: self,
+            sequence,
+            held,
+            handle,
+        };
         let splits = agent::message_starts(self.format.as_ref(), &marked, &rendered);
-        let mut transcript = self.slots[sequence].transcript.clone();
+        let mut transcript = lease.held.clone();
         let tokens = transcript
-            .prompt_for(&rendered, &splits, self.backend.as_mut(), sequence, false)
+            .prompt_for(&rendered, &splits, lease.backend(), sequence, false)
             .map_err(engine_error)?;
-        Ok((sequence, tokens, transcript))
+        Ok((lease, tokens, transcript))
     }
 
     fn render(&self, conversation: &Conversation) -> Result<(String, Conversation), ApiError> {
@@ -443,46 +528,10 @@ impl ServedModel {
         Ok((rendered, marked))
     }
 
-    /// The sequence for a prompt: one whose whole cache the prompt continues (the longest);
-    /// else an empty one; else one that shares at least half of what it holds (a client that
-    /// edited its last message); else the least recently used. Sharing only a system prompt
-    /// with another conversation is not enough to take that conversation's cache.
-    fn pick_sequence(&mut self, rendered: &str) -> usize {
-        self.clock += 1;
-        let scored: Vec<(usize, usize)> = self
-            .slots
-            .iter()
-            .map(|slot| {
-                let held = slot.transcript.text().len();
-                (slot.transcript.shared_prefix(rendered), held)
-            })
-            .collect();
-        let best = |keep: &dyn Fn(usize, usize) -> bool| {
-            scored
-                .iter()
-                .enumerate()
-                .filter(|(_, &(shared, held))| keep(shared, held))
-                .max_by_key(|(_, &(shared, _))| shared)
-                .map(|(i, _)| i)
-        };
-        let sequence = best(&|shared, held| held > 0 && shared == held)
-            .or_else(|| scored.iter().position(|&(_, held)| held == 0))
-            .or_else(|| best(&|shared, held| shared > 0 && shared * 2 >= held))
-            .unwrap_or_else(|| {
-                self.slots
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, slot)| slot.used)
-                    .map_or(0, |(i, _)| i)
-            });
-        self.slots[sequence].used = self.clock;
-        sequence
-    }
-
     /// Tokens the reply may take: what was asked (checked against the window), else what the
     /// window leaves.
     fn room_for_reply(&self, prompt: usize, asked: Option<usize>) -> Result<usize, ApiError> {
-        let window = self.backend.info().context_tokens;
+        let window = self.info.context_tokens;
         let left = window.saturating_sub(prompt);
         match asked {
             Some(asked) if prompt + asked > window => {
@@ -495,9 +544,86 @@ impl ServedModel {
     }
 
     /// A fresh prefix for one reply's call ids, unique on this server.
-    fn next_id_base(&mut self) -> String {
-        self.calls += 1;
-        format!("{}_{}", self.call_prefix, self.calls)
+    fn next_id_base(&self) -> String {
+        let mut books = self.books();
+        books.calls += 1;
+        format!("{}_{}", self.call_prefix, books.calls)
+    }
+}
+
+impl Books {
+    /// The free sequence for a prompt: one whose whole cache the prompt continues (the
+    /// longest); else an empty one; else one that shares at least half of what it holds (a
+    /// client that edited its last message); else the least recently used. Sharing only a
+    /// system prompt with another conversation is not enough to take that conversation's
+    /// cache. `None` when every sequence is busy.
+    fn pick_sequence(&mut self, rendered: &str) -> Option<usize> {
+        self.clock += 1;
+        // (index, shared bytes, held bytes) of each free sequence.
+        let scored: Vec<(usize, usize, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| !slot.busy)
+            .map(|(i, slot)| {
+                let held = slot.transcript.text().len();
+                (i, slot.transcript.shared_prefix(rendered), held)
+            })
+            .collect();
+        let best = |keep: &dyn Fn(usize, usize) -> bool| {
+            scored
+                .iter()
+                .filter(|&&(_, shared, held)| keep(shared, held))
+                .max_by_key(|&&(_, shared, _)| shared)
+                .map(|&(i, _, _)| i)
+        };
+        let sequence = best(&|shared, held| held > 0 && shared == held)
+            .or_else(|| scored.iter().find(|s| s.2 == 0).map(|s| s.0))
+            .or_else(|| best(&|shared, held| shared > 0 && shared * 2 >= held))
+            .or_else(|| {
+                scored
+                    .iter()
+                    .min_by_key(|&&(i, _, _)| self.slots[i].used)
+                    .map(|s| s.0)
+            })?;
+        self.slots[sequence].used = self.clock;
+        Some(sequence)
+    }
+}
+
+/// The engine as one request reaches it.
+enum Handle<'a> {
+    /// Its own handle: it runs at the same time as other requests.
+    Shared(Box<dyn Backend + Send>),
+    /// The server's one handle, held for the whole request.
+    Turn(MutexGuard<'a, Box<dyn Backend + Send>>),
+}
+
+/// One request's hold on a sequence; the sequence is free again, holding
+/// [`Lease::held`], when the lease is dropped (also when the request fails or panics).
+struct Lease<'a> {
+    model: &'a ServedModel,
+    sequence: usize,
+    /// What the sequence holds once the request ends.
+    held: Transcript,
+    handle: Handle<'a>,
+}
+
+impl Lease<'_> {
+    fn backend(&mut self) -> &mut dyn Backend {
+        match &mut self.handle {
+            Handle::Shared(backend) => backend.as_mut(),
+            Handle::Turn(backend) => backend.as_mut(),
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut books = self.model.books();
+        let slot = &mut books.slots[self.sequence];
+        slot.transcript = std::mem::take(&mut self.held);
+        slot.busy = false;
     }
 }
 

@@ -44,7 +44,7 @@ fn weather_tool() -> Value {
                        "required": ["city"]}}})
 }
 
-fn complete(model: &mut ServedModel, body: Value) -> (Result<Completion, ApiError>, Vec<Piece>) {
+fn complete(model: &ServedModel, body: Value) -> (Result<Completion, ApiError>, Vec<Piece>) {
     let request = parse(body).expect("a valid request");
     let mut pieces = Vec::new();
     let result = model.complete(&request, &CancelToken::new(), &mut |piece| {
@@ -153,10 +153,10 @@ fn client_mistakes_are_400s_naming_the_field() {
 #[test]
 fn a_reply_of_calls_has_null_content_ids_and_finish_reason_tool_calls() {
     let reply = r#"{"name": "get_weather", "parameters": {"city": "Paris"}}"#;
-    let (mut model, _) = served(vec![ScriptedReply::ending_with(reply, EOM)], 1);
+    let (model, _) = served(vec![ScriptedReply::ending_with(reply, EOM)], 1);
     let body = json!({"model": "m", "tools": [weather_tool()],
         "messages": [{"role": "user", "content": "Weather in Paris?"}]});
-    let (result, pieces) = complete(&mut model, body);
+    let (result, pieces) = complete(&model, body);
     let completion = result.unwrap();
     assert_eq!(completion.content, None);
     assert_eq!(completion.finish, Finish::ToolCalls);
@@ -175,7 +175,7 @@ fn a_reply_of_calls_has_null_content_ids_and_finish_reason_tool_calls() {
 
 #[test]
 fn text_replies_stream_without_leading_whitespace_and_parallel_false_keeps_one_call() {
-    let (mut model, _) = served(
+    let (model, _) = served(
         vec![
             ScriptedReply::ending_with("\n\n  Hello there.", EOT),
             ScriptedReply::ending_with(
@@ -186,7 +186,7 @@ fn text_replies_stream_without_leading_whitespace_and_parallel_false_keeps_one_c
         1,
     );
     let (result, pieces) = complete(
-        &mut model,
+        &model,
         json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}),
     );
     let completion = result.unwrap();
@@ -201,7 +201,7 @@ fn text_replies_stream_without_leading_whitespace_and_parallel_false_keeps_one_c
         .collect();
     assert_eq!(streamed, "Hello there.");
     let (result, _) = complete(
-        &mut model,
+        &model,
         json!({"model": "m", "tools": [weather_tool()], "parallel_tool_calls": false,
                "messages": [{"role": "user", "content": "A and B?"}]}),
     );
@@ -213,7 +213,7 @@ fn text_replies_stream_without_leading_whitespace_and_parallel_false_keeps_one_c
 fn a_client_sending_its_conversation_again_reuses_the_cache_and_the_models_exact_text() {
     // Odd spacing the client will not reproduce when it re-serialises the arguments.
     let reply = r#"{"name": "get_weather",  "parameters": {"city":"Paris"}}"#;
-    let (mut model, seen) = served(
+    let (model, seen) = served(
         vec![
             ScriptedReply::ending_with(reply, EOM),
             ScriptedReply::ending_with("Other conversation.", EOT),
@@ -223,11 +223,11 @@ fn a_client_sending_its_conversation_again_reuses_the_cache_and_the_models_exact
     );
     let first = json!({"model": "m", "tools": [weather_tool()],
         "messages": [{"role": "user", "content": "Weather in Paris?"}]});
-    let completion = complete(&mut model, first).0.unwrap();
+    let completion = complete(&model, first).0.unwrap();
     let call = &completion.tool_calls[0];
     // Another client in between takes the other sequence.
     complete(
-        &mut model,
+        &model,
         json!({"model": "m", "messages": [{"role": "user", "content": "Something else entirely"}]}),
     )
     .0
@@ -237,7 +237,7 @@ fn a_client_sending_its_conversation_again_reuses_the_cache_and_the_models_exact
         {"role": "assistant", "content": null, "tool_calls": [{"id": call.id, "type": "function",
             "function": {"name": "get_weather", "arguments": call.arguments.to_string()}}]},
         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}]});
-    let second = complete(&mut model, again).0.unwrap();
+    let second = complete(&model, again).0.unwrap();
     assert_eq!(second.content.as_deref(), Some("It is sunny."));
     let prompts = seen.lock().unwrap();
     assert!(
@@ -258,9 +258,9 @@ fn a_client_sending_its_conversation_again_reuses_the_cache_and_the_models_exact
 fn a_prompt_over_the_window_is_a_400_with_the_numbers() {
     let backend =
         ScriptedBackend::new(vec![ScriptedReply::ending_with("x", EOT)]).with_context_tokens(200);
-    let mut model = ServedModel::new(Box::new(backend), format());
+    let model = ServedModel::new(Box::new(backend), format());
     let (result, _) = complete(
-        &mut model,
+        &model,
         json!({"model": "m", "messages": [{"role": "user", "content": "word ".repeat(100)}]}),
     );
     let error = result.unwrap_err();
@@ -270,7 +270,7 @@ fn a_prompt_over_the_window_is_a_400_with_the_numbers() {
     );
     assert!(error.message.contains("200 tokens"), "{error}");
     let (result, _) = complete(
-        &mut model,
+        &model,
         json!({"model": "m", "max_tokens": 150, "messages": [{"role": "user", "content": "hi"}]}),
     );
     let error = result.unwrap_err();
@@ -279,7 +279,7 @@ fn a_prompt_over_the_window_is_a_400_with_the_numbers() {
 
 #[test]
 fn json_mode_constrains_the_reply() {
-    let (mut model, _) = served(vec![ScriptedReply::ending_with("{\"a\": 1}", EOT)], 1);
+    let (model, _) = served(vec![ScriptedReply::ending_with("{\"a\": 1}", EOT)], 1);
     let request = parse(
         json!({"model": "m", "response_format": {"type": "json_object"},
         "messages": [{"role": "user", "content": "json please"}]}),
@@ -562,7 +562,7 @@ fn without_max_tokens_a_reply_gets_the_servers_cap_and_a_refused_request_keeps_t
     let mut model = ServedModel::new(Box::new(backend), format());
     model.reply_cap = 50;
     let (result, _) = complete(
-        &mut model,
+        &model,
         json!({"model": "m", "messages": [{"role": "user", "content": "long please"}]}),
     );
     let completion = result.unwrap();
@@ -570,7 +570,7 @@ fn without_max_tokens_a_reply_gets_the_servers_cap_and_a_refused_request_keeps_t
     assert_eq!(completion.usage.completion_tokens, 50);
     let held = completion.usage.prompt_tokens + 50;
     let (refused, _) = complete(
-        &mut model,
+        &model,
         json!({"model": "m", "max_tokens": 3990, "messages": [{"role": "user", "content": "other"}]}),
     );
     assert_eq!(refused.unwrap_err().code, Some("context_length_exceeded"));
@@ -583,11 +583,194 @@ fn without_max_tokens_a_reply_gets_the_servers_cap_and_a_refused_request_keeps_t
         {"role": "user", "content": "long please"},
         {"role": "assistant", "content": completion.content.clone().unwrap()},
         {"role": "user", "content": "more"}]});
-    let (again, _) = complete(&mut model, body);
+    let (again, _) = complete(&model, body);
     let again = again.unwrap();
     assert!(
         again.usage.cached_tokens >= held - 1,
         "cached {} of the {held} held before the refused request",
         again.usage.cached_tokens
     );
+}
+
+/// Arrivals at `generate` that a [`SharedBackend`] waits for before it answers.
+struct Gate {
+    /// (arrived, expected, generations that gave up waiting).
+    state: Mutex<(usize, usize, usize)>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn expect(&self, arrivals: usize) {
+        *self.state.lock().unwrap() = (0, arrivals, 0);
+    }
+
+    /// Waits until the expected number of generations arrived; false when they did not within
+    /// five seconds (requests served one at a time never meet).
+    fn arrive(&self) -> bool {
+        let mut state = self.state.lock().unwrap();
+        state.0 += 1;
+        self.changed.notify_all();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while state.0 < state.1 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                state.2 += 1;
+                return false;
+            }
+            state = self.changed.wait_timeout(state, left).unwrap().0;
+        }
+        true
+    }
+
+    fn gave_up(&self) -> usize {
+        self.state.lock().unwrap().2
+    }
+}
+
+/// A scripted model that can be shared like the real engine: every handle reaches the same
+/// backend, and generations wait at the gate for each other.
+#[derive(Clone)]
+struct SharedBackend {
+    info: crate::engine::ModelInfo,
+    inner: Arc<Mutex<ScriptedBackend>>,
+    gate: Arc<Gate>,
+}
+
+impl crate::engine::Backend for SharedBackend {
+    fn info(&self) -> &crate::engine::ModelInfo {
+        &self.info
+    }
+    fn tokenize(
+        &mut self,
+        text: &str,
+        special: bool,
+    ) -> Result<Vec<crate::engine::Token>, crate::engine::EngineError> {
+        self.inner.lock().unwrap().tokenize(text, special)
+    }
+    fn tokenize_continuation(
+        &mut self,
+        text: &str,
+    ) -> Result<Vec<crate::engine::Token>, crate::engine::EngineError> {
+        self.inner.lock().unwrap().tokenize_continuation(text)
+    }
+    fn generate(
+        &mut self,
+        request: &crate::engine::GenerateRequest,
+        sink: &mut crate::engine::TextSink<'_>,
+    ) -> Result<crate::engine::Generation, crate::engine::EngineError> {
+        self.gate.arrive();
+        self.inner.lock().unwrap().generate(request, sink)
+    }
+    fn cached_tokens(&self, sequence: usize) -> usize {
+        self.inner.lock().unwrap().cached_tokens(sequence)
+    }
+    fn truncate_cache(
+        &mut self,
+        sequence: usize,
+        keep: usize,
+    ) -> Result<(), crate::engine::EngineError> {
+        self.inner.lock().unwrap().truncate_cache(sequence, keep)
+    }
+    fn remove_tokens(
+        &mut self,
+        sequence: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), crate::engine::EngineError> {
+        self.inner.lock().unwrap().remove_tokens(sequence, range)
+    }
+    fn save_sequence(
+        &mut self,
+        sequence: usize,
+        path: &std::path::Path,
+    ) -> Result<u64, crate::engine::EngineError> {
+        self.inner.lock().unwrap().save_sequence(sequence, path)
+    }
+    fn restore_sequence(
+        &mut self,
+        sequence: usize,
+        path: &std::path::Path,
+    ) -> Result<usize, crate::engine::EngineError> {
+        self.inner.lock().unwrap().restore_sequence(sequence, path)
+    }
+    fn share(&self) -> Option<Box<dyn crate::engine::Backend + Send>> {
+        Some(Box::new(self.clone()))
+    }
+}
+
+#[test]
+fn requests_on_a_shared_engine_run_at_once_each_on_its_own_sequence() {
+    let scripted = ScriptedBackend::new(Vec::new())
+        .with_sequences(2)
+        .with_responder(|prompt| {
+            let asked = prompt.rsplit("user<|end_header_id|>").next().unwrap_or("");
+            let asked = asked.split(EOT).next().unwrap_or("").trim();
+            ScriptedReply::ending_with(&format!("Answer to {asked}"), EOT)
+        });
+    let gate = Arc::new(Gate {
+        state: Mutex::new((0, 1, 0)),
+        changed: std::sync::Condvar::new(),
+    });
+    let backend = SharedBackend {
+        info: crate::engine::Backend::info(&scripted).clone(),
+        inner: Arc::new(Mutex::new(scripted)),
+        gate: Arc::clone(&gate),
+    };
+    let model = ServedModel::new(Box::new(backend), format());
+    assert_eq!(model.concurrency(), 2);
+    assert_eq!(
+        served(Vec::new(), 2).0.concurrency(),
+        1,
+        "a backend that cannot share"
+    );
+    let first = complete(
+        &model,
+        json!({"model": "m", "messages": [{"role": "user", "content": "France?"}]}),
+    )
+    .0
+    .unwrap();
+    assert_eq!(first.content.as_deref(), Some("Answer to France?"));
+    let held_before = first.usage.prompt_tokens + first.usage.completion_tokens;
+    // The conversation goes on while another client asks something else, both at once.
+    gate.expect(2);
+    let (follow_up, other) = std::thread::scope(|scope| {
+        let follow_up = scope.spawn(|| {
+            complete(
+                &model,
+                json!({"model": "m", "messages": [
+                    {"role": "user", "content": "France?"},
+                    {"role": "assistant", "content": "Answer to France?"},
+                    {"role": "user", "content": "Spain?"}]}),
+            )
+            .0
+        });
+        let other = scope.spawn(|| {
+            complete(
+                &model,
+                json!({"model": "m", "messages": [{"role": "user", "content": "Peru?"}]}),
+            )
+            .0
+        });
+        (follow_up.join().unwrap(), other.join().unwrap())
+    });
+    assert_eq!(gate.gave_up(), 0, "the two requests did not run at once");
+    let (follow_up, other) = (follow_up.unwrap(), other.unwrap());
+    assert_eq!(follow_up.content.as_deref(), Some("Answer to Spain?"));
+    assert_eq!(other.content.as_deref(), Some("Answer to Peru?"));
+    // The follow-up went to the sequence holding its conversation, the other to the free one.
+    assert!(
+        follow_up.usage.cached_tokens >= held_before,
+        "cached {} of the {held_before} held",
+        follow_up.usage.cached_tokens
+    );
+    assert_eq!(other.usage.cached_tokens, 0);
+    let (zero, one) = (model.held_text(0), model.held_text(1));
+    assert!(
+        zero.contains("Answer to Spain?") && !zero.contains("Peru"),
+        "sequence 0 holds {zero:?}"
+    );
+    assert!(
+        one.contains("Answer to Peru?") && !one.contains("France"),
+        "sequence 1 holds {one:?}"
+    );
+    assert_eq!(model.in_flight(), 0);
 }

@@ -2,11 +2,14 @@
 //! loaded model, vs `llama-server -np N` on the same workload.
 //!
 //! Each conversation asks its own question (a chat prompt of about 40 tokens) and generates up
-//! to `stream_tokens` tokens greedily. corral's side is one engine with a sequence per
-//! conversation, asked from one thread per conversation at once through its own handle; the
-//! engine decodes the conversations' tokens together, one batch per step. llama-server's side is N streamed requests at once to a server started with `-np N`.
-//! Aggregate speed = all tokens generated / wall time from the first request to the last token.
+//! to `stream_tokens` tokens greedily. corral is measured twice: its engine with a sequence per
+//! conversation, asked from one thread per conversation at once through its own handle, and
+//! `corral serve --parallel N` asked over HTTP exactly as llama-server is (N streamed requests
+//! at once to a server started with `-np N`). Both decode the conversations' tokens together,
+//! one batch per step. Aggregate speed = all tokens generated / wall time from the first
+//! request to the last token; the three sides take turns, `reps` rounds, medians reported.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -16,9 +19,9 @@ use serde_json::json;
 
 use super::reference::{LlamaTools, Server, ServerSettings};
 use super::report::{Report, Row, Target};
-use super::{flash_flag, Plan};
+use super::{flash_flag, median, Plan};
 use crate::agent::format_for_model;
-use crate::engine::llama::{LlamaEngine, StreamEvent};
+use crate::engine::llama::LlamaEngine;
 use crate::engine::{Backend, EngineOptions, GenerateRequest, Prompt, Sampling};
 
 fn question(i: usize) -> String {
@@ -51,10 +54,15 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let server_bin = tools.server()?;
     let context = 512u32;
+    let name = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut single = None;
     for &streams in &plan.streams {
-        // corral: one engine, a sequence per conversation, all asked at once through their
-        // own handles.
+        // Three sides loaded at once and measured in turn, `plan.reps` times: corral's engine
+        // (a sequence per conversation, each asked through its own handle), llama-server with
+        // as many slots, and corral serve asked over HTTP exactly as llama-server is.
         let engine = LlamaEngine::load(
             model,
             &EngineOptions {
@@ -69,86 +77,47 @@ pub fn run(
         let prompts: Vec<String> = (0..streams)
             .map(|i| format.render(&Conversation::new(vec![Message::user(question(i))]), true))
             .collect::<Result<_, _>>()?;
-        let started = Instant::now();
-        let generated: usize = std::thread::scope(|scope| {
-            let handles: Vec<_> = prompts
-                .iter()
-                .enumerate()
-                .map(|(sequence, prompt)| {
-                    let engine = engine.clone();
-                    scope.spawn(move || -> anyhow::Result<usize> {
-                        let request = GenerateRequest {
-                            prompt: Prompt::Text(prompt.clone()),
-                            sequence,
-                            max_tokens: Some(plan.stream_tokens),
-                            sampling: Sampling::greedy(),
-                            ..GenerateRequest::default()
-                        };
-                        // Streamed, as the server takes it: pieces go out without waiting for
-                        // this thread.
-                        let mut events = engine.generate_stream(request)?;
-                        while let Some(event) = events.blocking_recv() {
-                            if let StreamEvent::Done(result) = event {
-                                return Ok(result?.generated_tokens);
-                            }
-                        }
-                        anyhow::bail!("the engine stopped without finishing the generation")
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .map_err(|_| anyhow::anyhow!("a generation thread panicked"))?
-                })
-                .sum::<anyhow::Result<usize>>()
-        })?;
-        let ours = generated as f64 / started.elapsed().as_secs_f64();
-        drop(engine);
-
-        // llama-server with as many slots, the same questions at once.
         let settings = ServerSettings {
             context: context as usize * streams,
             slots: streams,
             threads: plan.threads,
             flash: flash_flag(options),
         };
-        let server = Server::start(&server_bin, model, &settings, &[])?;
-        let started = Instant::now();
-        let theirs_generated: u64 = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..streams)
-                .map(|i| {
-                    let server = &server;
-                    scope.spawn(move || -> anyhow::Result<u64> {
-                        let body = json!({"model": "bench",
-                            "messages": [{"role": "user", "content": question(i)}],
-                            "max_tokens": plan.stream_tokens, "temperature": 0});
-                        let s = server.chat(&body)?;
-                        s.generated.context("llama-server reported no token count")
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .map_err(|_| anyhow::anyhow!("a request thread panicked"))?
-                })
-                .sum::<anyhow::Result<u64>>()
-        })?;
-        let theirs = theirs_generated as f64 / started.elapsed().as_secs_f64();
-        drop(server);
-
-        report.row(Row {
-            section: "concurrency",
-            test: format!("{streams} at once"),
-            unit: "t/s",
-            corral: ours,
-            reference: Some((format!("llama-server -np {streams}"), theirs)),
-            target: Some(Target::AtLeast(1.0)),
-        });
+        let llama_server = Server::start(&server_bin, model, &settings, &[])?;
+        let corral_server = Server::start_corral(model, &settings)?;
+        let (mut ours, mut theirs, mut served) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            ours.push(engine_rate(&engine, &prompts, plan.stream_tokens)?);
+            theirs.push(served_rate(
+                &llama_server,
+                &name,
+                streams,
+                plan.stream_tokens,
+            )?);
+            served.push(served_rate(
+                &corral_server,
+                &name,
+                streams,
+                plan.stream_tokens,
+            )?);
+        }
+        drop((engine, llama_server, corral_server));
+        let (ours, theirs, served) = (median(&ours), median(&theirs), median(&served));
+        for (test, corral) in [
+            (format!("{streams} at once"), ours),
+            (format!("{streams} at once, served"), served),
+        ] {
+            report.row(Row {
+                section: "concurrency",
+                test,
+                unit: "t/s",
+                corral,
+                reference: Some((format!("llama-server -np {streams}"), theirs)),
+                target: Some(Target::AtLeast(1.0)),
+            });
+        }
         report.point("concurrency", "corral", streams as f64, ours);
+        report.point("concurrency", "corral serve", streams as f64, served);
         report.point("concurrency", "llama-server", streams as f64, theirs);
         if streams == 1 {
             single = Some(ours);
@@ -168,9 +137,76 @@ pub fn run(
         format!(
             "each conversation generates up to {} tokens greedily after its own ~40-token \
              question; both sides decode the conversations' tokens together, one batch per \
-             step",
-            plan.stream_tokens
+             step. \"at once\": corral's engine asked through a handle per conversation; \
+             \"served\": corral serve --parallel N asked over HTTP exactly as llama-server is. \
+             Medians of {} rounds, the three sides in turn each round",
+            plan.stream_tokens, plan.reps
         ),
     );
     Ok(())
+}
+
+/// Aggregate tokens/s of `engine` generating `prompts` at once, each on its own sequence
+/// through its own handle and [`Backend::generate`]'s callback, as `corral run --parallel` and
+/// the server ask it.
+fn engine_rate(engine: &LlamaEngine, prompts: &[String], tokens: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let generated: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(sequence, prompt)| {
+                let mut engine = engine.clone();
+                scope.spawn(move || -> anyhow::Result<usize> {
+                    let request = GenerateRequest {
+                        prompt: Prompt::Text(prompt.clone()),
+                        sequence,
+                        max_tokens: Some(tokens),
+                        sampling: Sampling::greedy(),
+                        ..GenerateRequest::default()
+                    };
+                    let generation =
+                        engine.generate(&request, &mut |_| ControlFlow::Continue(()))?;
+                    Ok(generation.generated_tokens)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a generation thread panicked"))?
+            })
+            .sum::<anyhow::Result<usize>>()
+    })?;
+    Ok(generated as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Aggregate tokens/s of `streams` streamed chat requests sent at once to `server`: all tokens
+/// generated over the wall time from the first request to the last token.
+/// `name` is the model's file stem, a name both servers accept.
+fn served_rate(server: &Server, name: &str, streams: usize, tokens: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let generated: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..streams)
+            .map(|i| {
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    let body = json!({"model": name,
+                        "messages": [{"role": "user", "content": question(i)}],
+                        "max_tokens": tokens, "temperature": 0,
+                        "stream_options": {"include_usage": true}});
+                    let s = server.chat(&body)?;
+                    s.generated.context("the server reported no token count")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a request thread panicked"))?
+            })
+            .sum::<anyhow::Result<u64>>()
+    })?;
+    Ok(generated as f64 / started.elapsed().as_secs_f64())
 }

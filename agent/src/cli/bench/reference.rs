@@ -165,8 +165,10 @@ pub struct ServerSettings {
     pub flash: &'static str,
 }
 
-/// A running `llama-server`, stopped when dropped.
+/// A running `llama-server` (or `corral serve`, for a comparison over HTTP on both sides),
+/// stopped when dropped.
 pub struct Server {
+    name: &'static str,
     child: Child,
     pub base: String,
     agent: ureq::Agent,
@@ -209,8 +211,8 @@ impl Server {
         extra: &[String],
     ) -> anyhow::Result<Server> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = tempfile::NamedTempFile::new()?;
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("-m")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -229,12 +231,46 @@ impl Server {
                 "512",
             ])
             .args(["--jinja", "--no-warmup", "-fa", settings.flash])
-            .args(extra)
+            .args(extra);
+        Server::launch("llama-server", command, port)
+    }
+
+    /// Starts `corral serve` (this executable) on `model` with the same settings as
+    /// [`Server::start`] gives llama-server: `settings.context` is split among the slots, as
+    /// llama-server splits it, and the engine options not set here are the defaults both sides
+    /// share (batch 512, f16 KV).
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub fn start_corral(model: &Path, settings: &ServerSettings) -> anyhow::Result<Server> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("--model")
+            .arg(model)
+            .args(["serve", "--port", &port.to_string()])
+            .args([
+                "--ctx",
+                &(settings.context / settings.slots.max(1)).to_string(),
+                "--parallel",
+                &settings.slots.to_string(),
+                "--threads",
+                &settings.threads.to_string(),
+                "--flash-attn",
+                settings.flash,
+            ]);
+        Server::launch("corral serve", command, port)
+    }
+
+    /// Runs `command` (a server that will listen on `port`) and waits until `/health` answers.
+    fn launch(name: &'static str, mut command: Command, port: u16) -> anyhow::Result<Server> {
+        let log = tempfile::NamedTempFile::new()?;
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen()?)
             .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
+            .with_context(|| format!("cannot start {name}"))?;
         let base = format!("http://127.0.0.1:{port}");
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
@@ -248,18 +284,23 @@ impl Server {
                     std::fs::File::open(log.path()).and_then(|mut f| f.read_to_string(&mut text));
                 let tail: Vec<&str> = text.lines().rev().take(8).collect();
                 bail!(
-                    "llama-server exited ({status}) before it was ready: {}",
+                    "{name} exited ({status}) before it was ready: {}",
                     tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
                 );
             }
             if let Ok(response) = agent.get(&format!("{base}/health")).call() {
                 if response.status() == 200 {
-                    return Ok(Server { child, base, agent });
+                    return Ok(Server {
+                        name,
+                        child,
+                        base,
+                        agent,
+                    });
                 }
             }
             if started.elapsed() > Duration::from_secs(300) {
                 let _ = child.kill();
-                bail!("llama-server was not ready after 5 minutes");
+                bail!("{name} was not ready after 5 minutes");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -293,15 +334,16 @@ impl Server {
             .send_string(&body.to_string())
             .map_err(|e| match e {
                 ureq::Error::Status(code, r) => anyhow::anyhow!(
-                    "llama-server answered {code}: {}",
+                    "{} answered {code}: {}",
+                    self.name,
                     r.into_string().unwrap_or_default()
                 ),
-                other => anyhow::anyhow!("llama-server request failed: {other}"),
+                other => anyhow::anyhow!("{} request failed: {other}", self.name),
             })?;
         let mut out = Streamed::default();
         let mut first = None;
         for line in BufReader::new(response.into_reader()).lines() {
-            let line = line.context("reading llama-server's stream")?;
+            let line = line.with_context(|| format!("reading {}'s stream", self.name))?;
             let Some(data) = line.strip_prefix("data: ") else {
                 continue;
             };
@@ -309,9 +351,9 @@ impl Server {
                 break;
             }
             let chunk: Value = serde_json::from_str(data)
-                .with_context(|| format!("llama-server sent a chunk that is not JSON: {data}"))?;
+                .with_context(|| format!("{} sent a chunk that is not JSON: {data}", self.name))?;
             if let Some(error) = chunk.get("error") {
-                bail!("llama-server reported an error: {error}");
+                bail!("{} reported an error: {error}", self.name);
             }
             let choice = &chunk["choices"][0];
             let delta = &choice["delta"];
@@ -334,6 +376,11 @@ impl Server {
                 first = Some(started.elapsed().as_secs_f64());
             }
             out.text.push_str(&piece);
+            // corral serve reports counts in `usage` (`include_usage`); llama-server in
+            // `timings`, which win when both come.
+            if let Some(generated) = chunk["usage"]["completion_tokens"].as_u64() {
+                out.generated.get_or_insert(generated);
+            }
             if let Some(timings) = chunk.get("timings") {
                 out.evaluated = timings["prompt_n"].as_u64();
                 out.cached = timings["cache_n"].as_u64();

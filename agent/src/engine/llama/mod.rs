@@ -330,6 +330,10 @@ impl Backend for LlamaEngine {
         &self.info
     }
 
+    fn share(&self) -> Option<Box<dyn Backend + Send>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError> {
         self.ask(|reply| Command::Tokenize {
             text: text.to_string(),
