@@ -579,3 +579,42 @@ fn a_short_continuation_deep_in_the_cache_is_evaluated_as_64_rows() {
     assert_eq!(g.reused_tokens, held, "{g:?}");
     assert!(g.prompt_tokens - g.reused_tokens < 64, "{g:?}");
 }
+
+#[test]
+fn a_handle_tokenizes_while_the_engine_thread_waits_for_another_callers_piece() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let options = EngineOptions {
+        context_tokens: Some(512),
+        threads: 1,
+        sequences: 2,
+        ..EngineOptions::default()
+    };
+    let engine = engine::llama::LlamaEngine::load(&default_model(), &options).unwrap();
+    let expected = engine
+        .clone()
+        .tokenize("Hello there, river.", false)
+        .unwrap();
+    let mut generating = engine.clone();
+    let mut tokenized = None;
+    let request = greedy(chat_prompt("Tell me a story about a river.").as_str(), 0, 3);
+    generating
+        .generate(&request, &mut |_piece| {
+            if tokenized.is_none() {
+                // The engine thread is waiting for this callback's answer: a tokenizer that
+                // needed it would wait forever.
+                let (sent, answer) = std::sync::mpsc::channel();
+                let mut other = engine.clone();
+                std::thread::spawn(move || {
+                    let _ = sent.send(other.tokenize("Hello there, river.", false));
+                });
+                tokenized = Some(
+                    answer
+                        .recv_timeout(std::time::Duration::from_secs(30))
+                        .expect("tokenizing waited for the engine thread's step"),
+                );
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(tokenized.expect("a piece came").unwrap(), expected);
+}

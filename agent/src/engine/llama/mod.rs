@@ -6,7 +6,9 @@
 //! caller's thread runs its callback, and the engine waits for the callback's answer to each
 //! piece before it samples again: a callback's `Break` stops generation after exactly the token
 //! that carried that piece, however the threads are scheduled. A [`CancelToken`](super::CancelToken)
-//! set from any thread is checked before each token.
+//! set from any thread is checked before each token. Tokenizing needs only the vocabulary: each
+//! handle shares one loaded apart (vocab only) and tokenizes on its caller's thread, so it never
+//! waits for the engine thread's current step.
 
 mod constraint;
 mod generation;
@@ -98,6 +100,12 @@ impl Vocab {
         prompt_token_ids(&self.model.vocab(), text)
     }
 
+    /// Token ids of `text` as a whole prompt ([`Backend::tokenize`]): BOS first where the model
+    /// wants one.
+    pub fn tokenize_prompt(&self, text: &str, special: bool) -> Vec<Token> {
+        whole_prompt_ids(&self.model.vocab(), text, special)
+    }
+
     /// The spellings of its control tokens ([`super::ModelInfo::control_tokens`]).
     pub fn control_tokens(&self) -> Vec<String> {
         control_texts(&self.model.vocab())
@@ -124,6 +132,22 @@ fn prompt_token_ids(vocab: &LlamaVocab<'_>, prompt: &str) -> Vec<Token> {
         .collect()
 }
 
+/// Token ids of `text` as a whole prompt in `vocab`: special tokens written as text are parsed
+/// when `special` is true (except between plain marks; plain marks are dropped otherwise), and
+/// BOS comes first where the model wants one.
+fn whole_prompt_ids(vocab: &LlamaVocab<'_>, text: &str, special: bool) -> Vec<Token> {
+    let mut tokens = if special {
+        prompt_token_ids(vocab, text)
+    } else {
+        token_ids(vocab, corral_prompts::plain::unmark(text).as_bytes(), false)
+    };
+    let bos = vocab.bos().0;
+    if vocab.should_add_bos() && bos >= 0 && tokens.first() != Some(&bos) {
+        tokens.insert(0, bos);
+    }
+    tokens
+}
+
 /// Token ids of `bytes` in `vocab`, without adding BOS; special tokens written as text are
 /// parsed when `parse_special` is true.
 fn token_ids(vocab: &LlamaVocab<'_>, bytes: &[u8], parse_special: bool) -> Vec<Token> {
@@ -136,13 +160,6 @@ fn token_ids(vocab: &LlamaVocab<'_>, bytes: &[u8], parse_special: bool) -> Vec<T
 
 /// Commands the engine thread understands.
 enum Command {
-    Tokenize {
-        text: String,
-        special: bool,
-        /// Text that follows other tokens: no BOS.
-        continuation: bool,
-        reply: mpsc::Sender<Vec<Token>>,
-    },
     Generate {
         request: GenerateRequest,
         sink: Sink,
@@ -173,7 +190,6 @@ impl Command {
     /// The sequence whose cache the command reads or changes, if any.
     fn sequence(&self) -> Option<usize> {
         match self {
-            Command::Tokenize { .. } => None,
             Command::Generate { request, .. } => Some(request.sequence),
             Command::Truncate { sequence, .. }
             | Command::Remove { sequence, .. }
@@ -250,6 +266,10 @@ pub struct LlamaEngine {
     commands: mpsc::Sender<Command>,
     info: Arc<ModelInfo>,
     cached: Arc<Vec<AtomicUsize>>,
+    /// The model's vocabulary, loaded apart: callers tokenize on their own threads, without
+    /// waiting for the engine thread's current step (as llama-server tokenizes on its HTTP
+    /// threads).
+    vocab: Arc<Vocab>,
 }
 
 impl LlamaEngine {
@@ -269,6 +289,7 @@ impl LlamaEngine {
                 .collect(),
         );
         let worker_cached = Arc::clone(&cached);
+        let path_for_vocab = path.to_path_buf();
         let path = path.to_path_buf();
         let options = options.clone();
         std::thread::Builder::new()
@@ -290,6 +311,7 @@ impl LlamaEngine {
             commands,
             info: Arc::new(info),
             cached,
+            vocab: Arc::new(Vocab::open(&path_for_vocab)?),
         })
     }
 
@@ -335,21 +357,11 @@ impl Backend for LlamaEngine {
     }
 
     fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError> {
-        self.ask(|reply| Command::Tokenize {
-            text: text.to_string(),
-            special,
-            continuation: false,
-            reply,
-        })
+        Ok(self.vocab.tokenize_prompt(text, special))
     }
 
     fn tokenize_continuation(&mut self, text: &str) -> Result<Vec<Token>, EngineError> {
-        self.ask(|reply| Command::Tokenize {
-            text: text.to_string(),
-            special: true,
-            continuation: true,
-            reply,
-        })
+        Ok(self.vocab.tokenize(text))
     }
 
     fn generate(

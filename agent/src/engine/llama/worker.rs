@@ -19,7 +19,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::constraint::GrammarFactory;
 use super::generation::{busy, Active};
-use super::{prompt_token_ids, token_ids, Command};
+use super::{whole_prompt_ids, Command};
 use crate::engine::options::{available_memory_bytes, choose_context};
 use crate::engine::{EngineError, EngineOptions, KvType, ModelInfo, Sampling, Token};
 use crate::model::gguf::GgufSummary;
@@ -251,21 +251,7 @@ impl Session<'_> {
     /// Token ids of `text` with BOS in front when the model wants one. With `special`, the
     /// format's framing becomes special tokens, and text between plain marks stays plain.
     pub(super) fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
-        let vocab = self.model.vocab();
-        let mut tokens = if special {
-            prompt_token_ids(&vocab, text)
-        } else {
-            token_ids(
-                &vocab,
-                corral_prompts::plain::unmark(text).as_bytes(),
-                false,
-            )
-        };
-        let bos = vocab.bos().0;
-        if vocab.should_add_bos() && bos >= 0 && tokens.first() != Some(&bos) {
-            tokens.insert(0, bos);
-        }
-        tokens
+        whole_prompt_ids(&self.model.vocab(), text, special)
     }
 
     pub(super) fn check_sequence(&self, sequence: usize) -> Result<(), EngineError> {
@@ -286,19 +272,6 @@ impl Session<'_> {
     /// Carries out one command; a generation joins `actives`.
     fn serve(&mut self, command: Command, actives: &mut Vec<Active>) {
         match command {
-            Command::Tokenize {
-                text,
-                special,
-                continuation,
-                reply,
-            } => {
-                let tokens = if continuation {
-                    prompt_token_ids(&self.model.vocab(), &text)
-                } else {
-                    self.tokenize(&text, special)
-                };
-                let _ = reply.send(tokens);
-            }
             Command::Generate { request, sink } => {
                 actives.extend(self.admit(request, sink));
             }
