@@ -7,7 +7,8 @@
 //! `corral serve --parallel N` asked over HTTP exactly as llama-server is (N streamed requests
 //! at once to a server started with `-np N`). Both decode the conversations' tokens together,
 //! one batch per step. Aggregate speed = all tokens generated / wall time from the first
-//! request to the last token; the three sides take turns, `reps` rounds, medians reported.
+//! request to the last token; the three sides take turns (each round another goes first),
+//! `reps` rounds, medians reported.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -85,22 +86,19 @@ pub fn run(
         };
         let llama_server = Server::start(&server_bin, model, &settings, &[])?;
         let corral_server = Server::start_corral(model, &settings)?;
-        let (mut ours, mut theirs, mut served) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..plan.reps {
-            ours.push(engine_rate(&engine, &prompts, plan.stream_tokens)?);
-            theirs.push(served_rate(
-                &llama_server,
-                &name,
-                streams,
-                plan.stream_tokens,
-            )?);
-            served.push(served_rate(
-                &corral_server,
-                &name,
-                streams,
-                plan.stream_tokens,
-            )?);
+        // Rates of corral's engine, llama-server and corral serve; each round another goes
+        // first (who goes first runs just after another side's last token).
+        let mut rates: [Vec<f64>; 3] = Default::default();
+        for round in 0..plan.reps {
+            for side in (0..3).map(|k| (round + k) % 3) {
+                rates[side].push(match side {
+                    0 => engine_rate(&engine, &prompts, plan.stream_tokens)?,
+                    1 => served_rate(&llama_server, &name, streams, plan.stream_tokens)?,
+                    _ => served_rate(&corral_server, &name, streams, plan.stream_tokens)?,
+                });
+            }
         }
+        let [ours, theirs, served] = rates;
         drop((engine, llama_server, corral_server));
         let (ours, theirs, served) = (median(&ours), median(&theirs), median(&served));
         for (test, corral) in [
@@ -116,7 +114,7 @@ pub fn run(
                 target: Some(Target::AtLeast(1.0)),
             });
         }
-        report.point("concurrency", "corral", streams as f64, ours);
+        report.point("concurrency", "corral engine", streams as f64, ours);
         report.point("concurrency", "corral serve", streams as f64, served);
         report.point("concurrency", "llama-server", streams as f64, theirs);
         if streams == 1 {
@@ -139,7 +137,7 @@ pub fn run(
              question; both sides decode the conversations' tokens together, one batch per \
              step. \"at once\": corral's engine asked through a handle per conversation; \
              \"served\": corral serve --parallel N asked over HTTP exactly as llama-server is. \
-             Medians of {} rounds, the three sides in turn each round",
+             Medians of {} rounds, the three sides in turn, each round starting with another",
             plan.stream_tokens, plan.reps
         ),
     );
