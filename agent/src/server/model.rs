@@ -499,8 +499,8 @@ impl ServedModel {
         let handle = {
             let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
             match engine.share() {
-                Some(shared) if self.shares => Handle::Shared(shared),
-                _ => Handle::Turn(engine),
+                Some(shared) => Handle::Shared(shared),
+                None => Handle::Turn(engine),
             }
         };
         let mut lease = Lease {

@@ -144,67 +144,62 @@ pub fn run(
     Ok(())
 }
 
-/// Aggregate tokens/s of `engine` generating `prompts` at once, each on its own sequence
-/// through its own handle and [`Backend::generate`]'s callback, as `corral run --parallel` and
-/// the server ask it.
-fn engine_rate(engine: &LlamaEngine, prompts: &[String], tokens: usize) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let generated: usize = std::thread::scope(|scope| {
-        let handles: Vec<_> = prompts
-            .iter()
-            .enumerate()
-            .map(|(sequence, prompt)| {
-                let mut engine = engine.clone();
-                scope.spawn(move || -> anyhow::Result<usize> {
-                    let request = GenerateRequest {
-                        prompt: Prompt::Text(prompt.clone()),
-                        sequence,
-                        max_tokens: Some(tokens),
-                        sampling: Sampling::greedy(),
-                        ..GenerateRequest::default()
-                    };
-                    let generation =
-                        engine.generate(&request, &mut |_| ControlFlow::Continue(()))?;
-                    Ok(generation.generated_tokens)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a generation thread panicked"))?
-            })
-            .sum::<anyhow::Result<usize>>()
-    })?;
-    Ok(generated as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Aggregate tokens/s of `streams` streamed chat requests sent at once to `server`: all tokens
-/// generated over the wall time from the first request to the last token.
-/// `name` is the model's file stem, a name both servers accept.
-fn served_rate(server: &Server, name: &str, streams: usize, tokens: usize) -> anyhow::Result<f64> {
+/// Aggregate tokens/s of `conversations` jobs run at once, a thread each: all tokens they
+/// generated (`job(i)` returns conversation `i`'s count) over the wall time from the start to
+/// the last one's end.
+fn aggregate_rate(
+    conversations: usize,
+    job: impl Fn(usize) -> anyhow::Result<u64> + Sync,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let generated: u64 = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..streams)
+        let handles: Vec<_> = (0..conversations)
             .map(|i| {
-                scope.spawn(move || -> anyhow::Result<u64> {
-                    let body = json!({"model": name,
-                        "messages": [{"role": "user", "content": question(i)}],
-                        "max_tokens": tokens, "temperature": 0,
-                        "stream_options": {"include_usage": true}});
-                    let s = server.chat(&body)?;
-                    s.generated.context("the server reported no token count")
-                })
+                let job = &job;
+                scope.spawn(move || job(i))
             })
             .collect();
         handles
             .into_iter()
             .map(|h| {
                 h.join()
-                    .map_err(|_| anyhow::anyhow!("a request thread panicked"))?
+                    .map_err(|_| anyhow::anyhow!("a conversation's thread panicked"))?
             })
             .sum::<anyhow::Result<u64>>()
     })?;
     Ok(generated as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Aggregate tokens/s of `engine` generating `prompts` at once, each on its own sequence
+/// through its own handle and [`Backend::generate`]'s callback, as `corral run --parallel` and
+/// the server ask it.
+fn engine_rate(engine: &LlamaEngine, prompts: &[String], tokens: usize) -> anyhow::Result<f64> {
+    aggregate_rate(prompts.len(), |sequence| {
+        let request = GenerateRequest {
+            prompt: Prompt::Text(prompts[sequence].clone()),
+            sequence,
+            max_tokens: Some(tokens),
+            sampling: Sampling::greedy(),
+            ..GenerateRequest::default()
+        };
+        let generation = engine
+            .clone()
+            .generate(&request, &mut |_| ControlFlow::Continue(()))?;
+        Ok(generation.generated_tokens as u64)
+    })
+}
+
+/// Aggregate tokens/s of `streams` streamed chat requests sent at once to `server`.
+/// `name` is the model's file stem, a name both servers accept.
+fn served_rate(server: &Server, name: &str, streams: usize, tokens: usize) -> anyhow::Result<f64> {
+    aggregate_rate(streams, |i| {
+        let body = json!({"model": name,
+            "messages": [{"role": "user", "content": question(i)}],
+            "max_tokens": tokens, "temperature": 0,
+            "stream_options": {"include_usage": true}});
+        server
+            .chat(&body)?
+            .generated
+            .context("the server reported no token count")
+    })
 }
