@@ -347,22 +347,22 @@ impl Session<'_> {
     }
 
     /// Evaluates what the generations have pending in one decode: generation steps first, then
-    /// prompts, up to the batch size in all.
+    /// prompts, up to the batch size in all, placed in the batch by ascending sequence.
     fn decode_pending(&mut self, actives: &mut [Active]) {
-        let order = (0..actives.len())
-            .filter(|&i| !actives[i].in_prompt)
-            .chain((0..actives.len()).filter(|&i| actives[i].in_prompt));
+        let wants: Vec<Pending> = actives
+            .iter()
+            .map(|active| Pending {
+                sequence: active.sequence(),
+                tokens: active.pending.len(),
+                in_prompt: active.in_prompt,
+            })
+            .collect();
         // Per included generation: its index, the tokens taken, and its logits' index.
         let mut taken: Vec<(usize, usize, Option<i32>)> = Vec::new();
         let mut used = 0;
         self.batch.clear();
-        for i in order {
+        for (i, count) in batch_plan(&wants, self.batch_size) {
             let active = &actives[i];
-            let room = self.batch_size - used;
-            if active.pending.is_empty() || room == 0 {
-                continue;
-            }
-            let count = active.pending.len().min(room);
             let wants_logits = count == active.pending.len() && active.stop.is_none();
             let start = self.caches[active.sequence()].len();
             let seq = seq_id(active.sequence());
@@ -466,4 +466,81 @@ fn finish_ended(actives: &mut Vec<Active>) {
 /// Whether a generation in `actives` uses `sequence`.
 pub(super) fn busy(actives: &[Active], sequence: usize) -> bool {
     actives.iter().any(|a| a.sequence() == sequence)
+}
+
+/// What one generation has waiting to be evaluated, as [`batch_plan`] sees it.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    sequence: usize,
+    tokens: usize,
+    in_prompt: bool,
+}
+
+/// Which generations one decode takes (their indices in `wants`) and how many of their tokens,
+/// in the order they go into the batch.
+///
+/// Room goes to generation steps first, then to prompts, each in the generations' order, up to
+/// `batch_size` tokens in all. They are then placed by ascending sequence: with a KV stream per
+/// sequence, llama.cpp splits a batch into passes over the model that each take sequences whose
+/// ids follow one another in the batch, so four one-token steps of sequences 3, 2, 1, 0 in that
+/// order cost four passes where 0, 1, 2, 3 cost one.
+fn batch_plan(wants: &[Pending], batch_size: usize) -> Vec<(usize, usize)> {
+    let by_priority = (0..wants.len())
+        .filter(|&i| !wants[i].in_prompt)
+        .chain((0..wants.len()).filter(|&i| wants[i].in_prompt));
+    let mut plan = Vec::new();
+    let mut used = 0;
+    for i in by_priority {
+        let room = batch_size - used;
+        if wants[i].tokens == 0 || room == 0 {
+            continue;
+        }
+        let count = wants[i].tokens.min(room);
+        plan.push((i, count));
+        used += count;
+    }
+    plan.sort_by_key(|&(i, _)| wants[i].sequence);
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{batch_plan, Pending};
+
+    fn step(sequence: usize) -> Pending {
+        Pending {
+            sequence,
+            tokens: 1,
+            in_prompt: false,
+        }
+    }
+
+    #[test]
+    fn a_decode_places_its_generations_by_ascending_sequence_whatever_their_arrival() {
+        let wants = [step(3), step(1), step(0), step(2)];
+        let plan = batch_plan(&wants, 512);
+        let sequences: Vec<usize> = plan.iter().map(|&(i, _)| wants[i].sequence).collect();
+        assert_eq!(sequences, [0, 1, 2, 3]);
+        assert!(plan.iter().all(|&(_, count)| count == 1));
+    }
+
+    #[test]
+    fn generation_steps_get_room_before_prompts_and_a_prompt_takes_what_is_left() {
+        let prompt = |sequence, tokens| Pending {
+            sequence,
+            tokens,
+            in_prompt: true,
+        };
+        // Sequence 0's prompt arrived first, but the steps of 2 and 3 go in before it; it
+        // takes the 6 tokens left of 8, and sequence 1's prompt waits for the next decode.
+        let wants = [prompt(0, 100), step(3), prompt(1, 5), step(2)];
+        let plan = batch_plan(&wants, 8);
+        assert_eq!(plan, [(0, 6), (3, 1), (1, 1)]);
+        let idle = Pending {
+            sequence: 4,
+            tokens: 0,
+            in_prompt: false,
+        };
+        assert_eq!(batch_plan(&[idle, step(5)], 8), [(1, 1)]);
+    }
 }
