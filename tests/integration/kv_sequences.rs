@@ -541,7 +541,7 @@ fn generations_on_different_sequences_run_together_and_keep_their_caches_apart()
 }
 
 #[test]
-fn a_short_continuation_deep_in_the_cache_is_evaluated_as_64_rows() {
+fn a_continuation_deep_in_the_cache_is_evaluated_as_64_rows_where_that_is_cheaper() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let options = EngineOptions {
         context_tokens: Some(2048),
@@ -549,23 +549,37 @@ fn a_short_continuation_deep_in_the_cache_is_evaluated_as_64_rows() {
         ..EngineOptions::default()
     };
     let mut backend = engine::llama::load(&default_model(), &options).unwrap();
-    let mut tokens = backend
+    let letter = backend
         .tokenize(
             &chat_prompt(&"A long letter about rivers. ".repeat(200)),
             true,
         )
         .unwrap();
-    assert!(tokens.len() > 1100, "{}", tokens.len());
-    let first = generate_to_string(backend.as_mut(), &greedy(tokens.clone(), 0, 1)).unwrap();
-    tokens.extend_from_slice(&first.tokens);
-    // Deep in the cache (over 1024 tokens), a few new tokens go with cached ones before them,
-    // so llama.cpp's flash attention takes its tiled path (64 rows).
-    let fresh = backend.tokenize_continuation(" Go on.").unwrap();
-    assert!(fresh.len() < 10);
-    tokens.extend_from_slice(&fresh);
-    let next = generate_to_string(backend.as_mut(), &greedy(tokens.clone(), 0, 1)).unwrap();
+    assert!(letter.len() > 1100, "{}", letter.len());
+    let first = generate_to_string(backend.as_mut(), &greedy(letter.clone(), 0, 1)).unwrap();
+    let mut deep = letter.clone();
+    deep.extend_from_slice(&first.tokens);
+    // Deep in the cache (over 1100 tokens), a turn's worth of new tokens goes with cached
+    // ones before them, so llama.cpp's flash attention takes its tiled path (64 rows).
+    let turn = backend
+        .tokenize_continuation(
+            " Now tell me, in a few plain words, where the river starts and where it ends.",
+        )
+        .unwrap();
+    assert!((16..40).contains(&turn.len()), "{}", turn.len());
+    let mut tokens = deep.clone();
+    tokens.extend_from_slice(&turn);
+    let next = generate_to_string(backend.as_mut(), &greedy(tokens, 0, 1)).unwrap();
     assert_eq!(next.prompt_tokens - next.reused_tokens, 64, "{next:?}");
-    // Shallow in the cache nothing is padded: only the new tokens are evaluated.
+    // A few new tokens cost less row by row even there: only they are evaluated.
+    let few = backend.tokenize_continuation(" Go on.").unwrap();
+    assert!(few.len() < 6, "{}", few.len());
+    let mut tokens = deep.clone();
+    tokens.extend_from_slice(&few);
+    backend.truncate_cache(0, deep.len()).unwrap();
+    let next = generate_to_string(backend.as_mut(), &greedy(tokens, 0, 1)).unwrap();
+    assert_eq!(next.reused_tokens, deep.len(), "{next:?}");
+    // Shallow in the cache nothing is padded either: only the new tokens are evaluated.
     backend.truncate_cache(0, 0).unwrap();
     let short = backend
         .tokenize(&chat_prompt("Hello there."), true)
@@ -573,7 +587,7 @@ fn a_short_continuation_deep_in_the_cache_is_evaluated_as_64_rows() {
     let g = generate_to_string(backend.as_mut(), &greedy(short.clone(), 0, 1)).unwrap();
     let mut longer = short;
     longer.extend_from_slice(&g.tokens);
-    longer.extend_from_slice(&fresh);
+    longer.extend_from_slice(&few);
     let held = backend.cached_tokens(0);
     let g = generate_to_string(backend.as_mut(), &greedy(longer.clone(), 0, 1)).unwrap();
     assert_eq!(g.reused_tokens, held, "{g:?}");

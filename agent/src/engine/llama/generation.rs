@@ -30,14 +30,56 @@ use crate::engine::{
 };
 
 /// New tokens from which llama.cpp's CPU flash attention takes its tiled path. Fewer (but more
-/// than one) go row by row, which deep in a context costs several times more than 64 rows
-/// tiled: an agent turn's 28 new tokens after 8K of history took 5.5 s. So a short
-/// continuation deep in a cache is evaluated together with the cached tokens just before it,
-/// up to this many rows; they are computed again, and `reused_tokens` says so.
+/// than one) go row by row, and each row then reads every cached key and value on its own: deep
+/// in a context that costs several times more per row than the tiled path (an agent turn's 28
+/// new tokens after 8K of history took 5.5 s, 1.5 s as 64 rows). So a short continuation whose
+/// rows would cost more than 64 tiled ones ([`padding_pays`]) is evaluated together with the
+/// cached tokens just before it, this many rows in all; they are computed again, and
+/// `reused_tokens` says so.
 const FLASH_TILE_ROWS: usize = 64;
 
-/// Cached tokens from which padding pays: shallower, the row path is fast enough.
-const PAD_FROM_DEPTH: usize = 1024;
+/// What one decode costs on the CPU, in units of one token's pass through the weights in a
+/// 64-row batch, as measured with llama-bench (2 threads, flash attention on, SmolLM2-135M q4_1,
+/// AMX): 64 rows at depth 0 took 45 ms (the unit is 0.70 ms); 4, 8, 12 and 16 rows at depths 0,
+/// 256, 1024 and 4096 took 8 to 1571 ms, 64 rows at those depths 45 to 741 ms. Fitted:
+///
+/// - `fresh` rows by the row path: `ROW_FIXED + fresh * (ROW_WEIGHTS + ROW_ATTENTION * depth)`;
+/// - 64 tiled rows: `64 + TILED_ATTENTION * depth`.
+///
+/// The attention terms are per cached token for the calibration model; another model's are
+/// scaled by its attention work per cached token relative to its weights ([`attention_scale`]).
+const ROW_FIXED: f64 = 10.0;
+const ROW_WEIGHTS: f64 = 0.7;
+const ROW_ATTENTION: f64 = 0.033;
+const TILED_ATTENTION: f64 = 0.24;
+
+/// The calibration model's attention work per cached token over its weights per token: layers
+/// times embedding width over parameters (SmolLM2-135M: 30 * 576 / 134,515,008).
+const CALIBRATION_ATTENTION_SHARE: f64 = 30.0 * 576.0 / 134_515_008.0;
+
+/// How much more (or less) a model's attention costs next to its weights than the calibration
+/// model's: a model eight times smaller in that share (Llama 3.1 8B) pays for padding sooner
+/// with its weights and gains later from the tiled attention.
+pub(super) fn attention_scale(layers: u32, embedding: u32, parameters: u64) -> f64 {
+    if parameters == 0 {
+        return 1.0;
+    }
+    f64::from(layers) * f64::from(embedding) / parameters as f64 / CALIBRATION_ATTENTION_SHARE
+}
+
+/// Whether `fresh` new tokens after `depth` cached ones cost less evaluated as
+/// [`FLASH_TILE_ROWS`] tiled rows (the cached tokens just before them computed again) than
+/// row by row. One token never is (a single row has its own split path), nor a continuation
+/// without enough cached tokens before it.
+fn padding_pays(fresh: usize, depth: usize, attention_scale: f64) -> bool {
+    if !(2..FLASH_TILE_ROWS).contains(&fresh) || depth + fresh < FLASH_TILE_ROWS {
+        return false;
+    }
+    let depth = depth as f64 * attention_scale;
+    let rows = ROW_FIXED + fresh as f64 * (ROW_WEIGHTS + ROW_ATTENTION * depth);
+    let tiled = FLASH_TILE_ROWS as f64 + TILED_ATTENTION * depth;
+    rows > tiled
+}
 
 /// One generation in progress.
 pub(super) struct Active {
@@ -201,12 +243,10 @@ impl Session<'_> {
         }
         let mut reused = common_prefix(&self.caches[sequence], &prompt).min(prompt.len() - 1);
         let fresh = prompt.len() - reused;
-        if self.pad_short_prompts
-            && reused >= PAD_FROM_DEPTH
-            && fresh > 1
-            && fresh < FLASH_TILE_ROWS
-        {
-            reused -= FLASH_TILE_ROWS - fresh;
+        if let Some(scale) = self.tiled_attention_scale {
+            if padding_pays(fresh, reused, scale) {
+                reused -= FLASH_TILE_ROWS - fresh;
+            }
         }
         self.truncate(sequence, reused)?;
         Ok((prompt, reused))
@@ -505,7 +545,7 @@ fn batch_plan(wants: &[Pending], batch_size: usize) -> Vec<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{batch_plan, Pending};
+    use super::{attention_scale, batch_plan, padding_pays, Pending};
 
     fn step(sequence: usize) -> Pending {
         Pending {
@@ -542,5 +582,27 @@ mod tests {
             in_prompt: false,
         };
         assert_eq!(batch_plan(&[idle, step(5)], 8), [(1, 1)]);
+    }
+
+    #[test]
+    fn a_continuation_is_padded_to_tiled_rows_only_where_its_rows_would_cost_more() {
+        let smollm = attention_scale(30, 576, 134_515_008);
+        assert!((smollm - 1.0).abs() < 1e-9);
+        // As measured for the calibration model (ms, row path vs 64 tiled rows).
+        assert!(padding_pays(28, 243, smollm)); // an agent turn: 186 vs 77
+        assert!(padding_pays(16, 1024, smollm)); // 385 vs 235
+        assert!(padding_pays(8, 4096, smollm)); // 784 vs 741
+        assert!(!padding_pays(4, 4096, smollm)); // 440 vs 741
+        assert!(!padding_pays(4, 1024, smollm)); // 114 vs 235
+        assert!(!padding_pays(12, 0, smollm)); // nothing cached to pad with
+        assert!(!padding_pays(1, 8192, smollm));
+        assert!(!padding_pays(64, 8192, smollm));
+        assert!(!padding_pays(30, 20, smollm));
+        // Llama 3.1 8B: its weights dominate a shallow turn, its attention a deep one.
+        let llama = attention_scale(32, 4096, 8_030_261_248);
+        assert!(llama < 0.2, "{llama}");
+        assert!(!padding_pays(28, 243, llama));
+        assert!(padding_pays(28, 8192, llama));
+        assert_eq!(attention_scale(30, 576, 0), 1.0);
     }
 }

@@ -18,7 +18,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::constraint::GrammarFactory;
-use super::generation::{busy, Active};
+use super::generation::{attention_scale, busy, Active};
 use super::{whole_prompt_ids, Command};
 use crate::engine::options::{available_memory_bytes, choose_context};
 use crate::engine::{EngineError, EngineOptions, KvType, ModelInfo, Sampling, Token};
@@ -63,8 +63,15 @@ pub(super) fn run(
         batch: LlamaBatch::new(options.batch.max(1) as usize, 1),
         grammar_factory: None,
         // On the CPU, flash attention is on unless turned off (llama.cpp's `auto` picks it).
-        pad_short_prompts: options.gpu_layers == 0
-            && options.flash_attention.resolve() != Some(false),
+        tiled_attention_scale: (options.gpu_layers == 0
+            && options.flash_attention.resolve() != Some(false))
+        .then(|| {
+            attention_scale(
+                model.n_layer(),
+                model.n_embd().unsigned_abs(),
+                model.n_params(),
+            )
+        }),
     };
     let mut actives: Vec<Active> = Vec::new();
     // Commands for a sequence a generation is using wait until it is done, in order.
@@ -232,9 +239,10 @@ pub(super) struct Session<'m> {
     pub(super) batch: LlamaBatch<'static>,
     /// Built on the first constrained request (it walks the whole vocabulary).
     pub(super) grammar_factory: Option<GrammarFactory>,
-    /// Whether a short continuation deep in a cache is evaluated with cached tokens before it
-    /// ([`super::generation`]'s `FLASH_TILE_ROWS`).
-    pub(super) pad_short_prompts: bool,
+    /// Where llama.cpp's CPU flash attention runs: the model's attention cost next to its
+    /// weights, by which a short continuation may be evaluated with cached tokens before it
+    /// ([`super::generation`]'s `FLASH_TILE_ROWS`). `None`: never.
+    pub(super) tiled_attention_scale: Option<f64>,
 }
 
 /// A sequence number as llama.cpp takes it.
