@@ -302,7 +302,7 @@ fn a_recorded_run_replays_identically_and_a_changed_system_prompt_diverges() {
 
     let changed = replay(&[
         "--system",
-        "Reply only with the word BANANA. Never explain anything.",
+        "You are a pirate. Answer every question like a pirate would, with lots of arrr.",
     ]);
     assert_eq!(changed.status.code(), Some(5), "{}", text(&changed.stderr));
     assert!(

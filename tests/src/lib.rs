@@ -149,3 +149,16 @@ pub fn crash_session(v: usize) -> corral::sessions::Session {
         corral::memory::Memory::new(corral::memory::MemorySettings::for_window(1024, 64)),
     )
 }
+
+/// Rows the CPU engine evaluates at least when it pads a short continuation with cached tokens
+/// before it, so llama.cpp's flash attention takes its tiled path (it does where that costs
+/// less than the row-by-row path; the engine's own tests check where).
+pub const TILED_ROWS: usize = 64;
+
+/// Whether a generation that found `cached` of its `prompt` tokens in the KV cache evaluated
+/// `evaluated` of them as it should: exactly the new ones, or the new ones padded with cached
+/// ones before them to [`TILED_ROWS`] rows.
+pub fn evaluated_only_the_new_tokens(prompt: usize, cached: usize, evaluated: usize) -> bool {
+    let new = prompt - cached;
+    evaluated == new || (new < TILED_ROWS && evaluated == TILED_ROWS)
+}

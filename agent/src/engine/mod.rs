@@ -14,7 +14,8 @@
 //!
 //! KV-cache prefix reuse: a backend remembers which tokens each sequence's cache holds. A new
 //! prompt that starts with those tokens only evaluates what is new ([`Generation::reused_tokens`]
-//! tells how many were reused). A conversation keeps its exact ids ([`Prompt::Tokens`]: what it
+//! tells how many were reused; on the CPU a short continuation may take a few cached tokens
+//! before it along, to 64 rows, where flash attention's tiled path makes that cheaper). A conversation keeps its exact ids ([`Prompt::Tokens`]: what it
 //! was fed plus [`Generation::tokens`]), so what the model wrote is never re-tokenized into other
 //! ids that would end the reuse early.
 //!
@@ -196,7 +197,8 @@ pub struct Generation {
     pub stop: StopReason,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
-    /// Prompt tokens that were already in the KV cache and not evaluated again.
+    /// Prompt tokens that were already in the KV cache and not evaluated again (cached tokens
+    /// a short continuation took along to 64 rows are not counted).
     pub reused_tokens: usize,
     /// Tokens generated (sampled), including a final end-of-generation token.
     pub generated_tokens: usize,
