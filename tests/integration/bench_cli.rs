@@ -21,6 +21,7 @@ fn quick_bench_measures_constraint_dispatch_and_memory_and_draws_them() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let model = default_model();
     let plots = tempfile::tempdir().unwrap();
+    let temporary = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = run_corral(
         &[
             "bench",
@@ -35,9 +36,15 @@ fn quick_bench_measures_constraint_dispatch_and_memory_and_draws_them() {
             "--model",
             model.to_str().unwrap(),
         ],
-        &[],
+        &[("TMPDIR", temporary.path().to_str().unwrap())],
     );
     assert_eq!(code, 0, "{stderr}");
+    // Its scratch files (the compile-from-nothing cache and its key) went with it.
+    let left: Vec<_> = std::fs::read_dir(temporary.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(report["quick"], true);
 

@@ -70,9 +70,11 @@ fn cold_start(home: &plugins::Home, config: SandboxConfig) -> anyhow::Result<(Re
 /// No builtin calculator plugin, or a failed call.
 pub fn run(global: &GlobalOpts, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let home = home(global)?;
-    // Compiling from scratch: an empty cache of its own.
+    // Compiling from scratch: an empty cache of its own, inside a scratch folder so that its MAC
+    // key (a file beside the cache folder) goes when the folder does.
     let scratch = tempfile::tempdir()?;
-    let (_, compile) = cold_start(&home, SandboxConfig::with_cache(scratch.path()))?;
+    let cache = scratch.path().join("components");
+    let (_, compile) = cold_start(&home, SandboxConfig::with_cache(&cache))?;
     // From the compiled cache (what every later start of corral does).
     let (registry, cached) = cold_start(&home, SandboxConfig::with_cache(&home.cache))?;
 
