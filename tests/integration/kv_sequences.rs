@@ -4,12 +4,12 @@
 //!
 //! Every count here is exact. Nothing measures time.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use corral::agent::{Agent, Decision, Policy, TurnOptions, TurnStop};
 use corral::engine::{
     self, common_prefix, generate_to_string, Backend, EngineError, EngineOptions, GenerateRequest,
-    Generation, ModelInfo, Prompt, Sampling, SequencePool, StopReason, TextSink, Token,
+    Generation, Prompt, Sampling, SequencePool, StopReason, Token, Watched, Watcher,
 };
 use corral_prompts::{Conversation, Message, ToolChoice};
 use corral_tests::{default_model, evaluated_only_the_new_tokens};
@@ -51,66 +51,27 @@ struct Seen {
     cached_after: usize,
 }
 
-/// Passes everything to the real engine and records each generation.
+/// Records each generation the agent asks of the real engine, with the cache around it.
+#[derive(Default)]
 struct Recording {
-    inner: Box<dyn Backend + Send>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    seen: Vec<Seen>,
+    cached_before: usize,
 }
 
-impl Backend for Recording {
-    fn info(&self) -> &ModelInfo {
-        self.inner.info()
+impl Watcher for Recording {
+    fn before(&mut self, request: &GenerateRequest, backend: &dyn Backend) {
+        self.cached_before = backend.cached_tokens(request.sequence);
     }
-    fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError> {
-        self.inner.tokenize(text, special)
-    }
-    fn tokenize_continuation(&mut self, text: &str) -> Result<Vec<Token>, EngineError> {
-        self.inner.tokenize_continuation(text)
-    }
-    fn generate(
-        &mut self,
-        request: &GenerateRequest,
-        sink: &mut TextSink<'_>,
-    ) -> Result<Generation, EngineError> {
+    fn after(&mut self, request: &GenerateRequest, generation: &Generation, backend: &dyn Backend) {
         let Prompt::Tokens(prompt) = &request.prompt else {
             panic!("the agent sends token ids, not text");
         };
-        let cached_before = self.inner.cached_tokens(request.sequence);
-        let generation = self.inner.generate(request, sink)?;
-        self.seen.lock().unwrap().push(Seen {
+        self.seen.push(Seen {
             prompt: prompt.clone(),
-            cached_before,
+            cached_before: self.cached_before,
             generation: generation.clone(),
-            cached_after: self.inner.cached_tokens(request.sequence),
+            cached_after: backend.cached_tokens(request.sequence),
         });
-        Ok(generation)
-    }
-    fn cached_tokens(&self, sequence: usize) -> usize {
-        self.inner.cached_tokens(sequence)
-    }
-    fn truncate_cache(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError> {
-        self.inner.truncate_cache(sequence, keep)
-    }
-    fn remove_tokens(
-        &mut self,
-        sequence: usize,
-        range: std::ops::Range<usize>,
-    ) -> Result<(), EngineError> {
-        self.inner.remove_tokens(sequence, range)
-    }
-    fn save_sequence(
-        &mut self,
-        sequence: usize,
-        path: &std::path::Path,
-    ) -> Result<u64, EngineError> {
-        self.inner.save_sequence(sequence, path)
-    }
-    fn restore_sequence(
-        &mut self,
-        sequence: usize,
-        path: &std::path::Path,
-    ) -> Result<usize, EngineError> {
-        self.inner.restore_sequence(sequence, path)
     }
 }
 
@@ -141,11 +102,8 @@ fn multiply_registry() -> Registry {
 #[test]
 fn each_agent_step_evaluates_only_the_new_tokens() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut backend = Recording {
-        inner: load(1),
-        seen: Arc::clone(&seen),
-    };
+    let mut engine = load(1);
+    let mut backend = Watched::new(&mut *engine, Recording::default());
     let format = corral::agent::format_for_model(backend.info()).unwrap();
     let registry = multiply_registry();
     let mut conversation =
@@ -172,7 +130,11 @@ fn each_agent_step_evaluates_only_the_new_tokens() {
             "{outcome:?}"
         );
     }
-    let seen = seen.lock().unwrap().clone();
+    // For the report at the end: the transcript's text tokenized again.
+    let text = agent.transcript().text().to_owned();
+    let retokenized = agent.backend().tokenize(&text, true).unwrap();
+    drop(agent);
+    let seen = backend.watcher.seen;
     assert!(seen.len() >= 3, "{} steps", seen.len());
     for pair in seen.windows(2) {
         let (before, step) = (&pair[0], &pair[1]);
@@ -213,8 +175,6 @@ fn each_agent_step_evaluates_only_the_new_tokens() {
     // What re-tokenizing the text would have given instead (reported, not asserted: it depends
     // on what the model wrote).
     let last = seen.last().unwrap();
-    let text = agent.transcript().text().to_owned();
-    let retokenized = agent.backend().tokenize(&text, true).unwrap();
     eprintln!(
         "steps: {}; last prompt {} tokens, reused {}; re-tokenizing its text agrees on the first {}",
         seen.len(),

@@ -36,6 +36,7 @@ mod scripted;
 mod sequences;
 mod stop;
 mod utf8;
+mod watched;
 
 use std::ops::ControlFlow;
 
@@ -49,6 +50,7 @@ pub use scripted::{ScriptedBackend, ScriptedReply};
 pub use sequences::SequencePool;
 pub use stop::{StopMatcher, StopScan};
 pub use utf8::PieceDecoder;
+pub use watched::{Watched, Watcher};
 
 /// A token id in the model's vocabulary.
 pub type Token = i32;

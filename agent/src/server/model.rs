@@ -552,11 +552,12 @@ impl ServedModel {
 }
 
 impl Books {
-    /// The free sequence for a prompt: one whose whole cache the prompt continues (the
-    /// longest); else an empty one; else one that shares at least half of what it holds (a
-    /// client that edited its last message); else the least recently used. Sharing only a
-    /// system prompt with another conversation is not enough to take that conversation's
-    /// cache. `None` when every sequence is busy.
+    /// The free sequence for a prompt: one whose whole cache the prompt continues, or that holds
+    /// the whole prompt (the same request again, a reply regenerated: only the old reply is
+    /// dropped), the longest shared; else an empty one; else one that shares at least half of
+    /// what it holds (a client that edited its last message); else the least recently used.
+    /// Sharing only a system prompt with another conversation is not enough to take that
+    /// conversation's cache. `None` when every sequence is busy.
     fn pick_sequence(&mut self, rendered: &str) -> Option<usize> {
         self.clock += 1;
         // (index, shared bytes, held bytes) of each free sequence.
@@ -577,7 +578,10 @@ impl Books {
                 .max_by_key(|&&(_, shared, _)| shared)
                 .map(|&(i, _, _)| i)
         };
-        let sequence = best(&|shared, held| held > 0 && shared == held)
+        // The prompt continues all the sequence holds, or all of the prompt is held there.
+        let same_conversation =
+            |shared: usize, held: usize| held > 0 && (shared == held || shared == rendered.len());
+        let sequence = best(&same_conversation)
             .or_else(|| scored.iter().find(|s| s.2 == 0).map(|s| s.0))
             .or_else(|| best(&|shared, held| shared > 0 && shared * 2 >= held))
             .or_else(|| {

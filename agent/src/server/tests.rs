@@ -255,6 +255,37 @@ fn a_client_sending_its_conversation_again_reuses_the_cache_and_the_models_exact
 }
 
 #[test]
+fn the_same_request_again_reuses_the_sequence_that_holds_it_whatever_its_reply() {
+    // Replies much longer than the prompts: what a sequence holds is mostly its reply.
+    let long = |name: &str| ScriptedReply::ending_with(&format!("{name} ").repeat(200), EOT);
+    let (model, _) = served(vec![long("first"), long("second"), long("again")], 2);
+    let ask =
+        |content: &str| json!({"model": "m", "messages": [{"role": "user", "content": content}]});
+    let first = complete(&model, ask("Tell me about rivers")).0.unwrap();
+    complete(&model, ask("Tell me about bridges")).0.unwrap();
+    assert!(
+        model.held_text(1).contains("bridges"),
+        "{}",
+        model.held_text(1)
+    );
+    // The second conversation's request again (a retry, a regenerated reply): its own sequence,
+    // though the first's is the least recently used.
+    let again = complete(&model, ask("Tell me about bridges")).0.unwrap();
+    assert!(
+        again.usage.cached_tokens + 1 >= again.usage.prompt_tokens,
+        "{} of {} prompt tokens reused (the first request's prompt was {} tokens)",
+        again.usage.cached_tokens,
+        again.usage.prompt_tokens,
+        first.usage.prompt_tokens
+    );
+    assert!(
+        model.held_text(0).contains("rivers"),
+        "the other conversation keeps its cache"
+    );
+    assert!(model.held_text(1).contains("again"));
+}
+
+#[test]
 fn a_prompt_over_the_window_is_a_400_with_the_numbers() {
     let backend =
         ScriptedBackend::new(vec![ScriptedReply::ending_with("x", EOT)]).with_context_tokens(200);

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -57,11 +58,11 @@ pub fn write_all(report: &Report, dir: &Path, font: &Font) -> anyhow::Result<Vec
     for figure in report.figures.iter().filter(|f| !f.series.is_empty()) {
         let path = dir.join(format!("{}.png", figure.file));
         let drawn = if figure.bars {
-            bars(figure, &path)
+            draw_bars(figure, &path)
         } else {
-            lines(figure, &path)
+            draw_lines(figure, &path)
         };
-        drawn.with_context(|| format!("cannot draw {}", path.display()))?;
+        drawn.map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
         written.push(path);
     }
     Ok(written)
@@ -81,8 +82,27 @@ fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-fn lines(figure: &Figure, path: &Path) -> anyhow::Result<()> {
-    draw_lines(figure, path).map_err(|e| anyhow!("{e}"))
+/// A white 900×560 picture to be written to `path`.
+fn canvas(
+    path: &Path,
+) -> Result<DrawingArea<BitMapBackend<'_>, Shift>, Box<dyn std::error::Error>> {
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// The title and axis margins every plot shares; the caller sets the ranges.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    figure: &Figure,
+) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(&figure.title, ("sans-serif", 26))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72);
+    builder
 }
 
 fn draw_lines(figure: &Figure, path: &Path) -> DrawResult {
@@ -92,13 +112,8 @@ fn draw_lines(figure: &Figure, path: &Path) -> DrawResult {
         x_max = x_max.max(x);
         y_max = y_max.max(y);
     }
-    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(&figure.title, ("sans-serif", 26))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
+    let root = canvas(path)?;
+    let mut chart = frame(&root, figure)
         .build_cartesian_2d(0.0..x_max * 1.05, 0.0..(y_max * 1.15).max(1e-9))?;
     chart
         .configure_mesh()
@@ -128,10 +143,6 @@ fn draw_lines(figure: &Figure, path: &Path) -> DrawResult {
     Ok(())
 }
 
-fn bars(figure: &Figure, path: &Path) -> anyhow::Result<()> {
-    draw_bars(figure, path).map_err(|e| anyhow!("{e}"))
-}
-
 fn draw_bars(figure: &Figure, path: &Path) -> DrawResult {
     let values: Vec<(String, f64)> = figure
         .series
@@ -139,13 +150,8 @@ fn draw_bars(figure: &Figure, path: &Path) -> DrawResult {
         .map(|s| (s.name.clone(), s.points.first().map_or(0.0, |p| p.1)))
         .collect();
     let y_max = values.iter().map(|v| v.1).fold(0.0f64, f64::max);
-    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(&figure.title, ("sans-serif", 26))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
+    let root = canvas(path)?;
+    let mut chart = frame(&root, figure)
         .build_cartesian_2d(0.0..values.len() as f64, 0.0..(y_max * 1.2).max(1e-9))?;
     chart
         .configure_mesh()

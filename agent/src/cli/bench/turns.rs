@@ -30,10 +30,7 @@ use super::reference::{LlamaTools, Server, ServerSettings};
 use super::report::{Report, Row, Target};
 use super::{flash_flag, load, median, Plan};
 use crate::agent::{format_for_model, prompt_tools, Agent, Decision, Policy, TurnOptions};
-use crate::engine::{
-    Backend, EngineError, EngineOptions, GenerateRequest, Generation, ModelInfo, Sampling,
-    TextSink, Token,
-};
+use crate::engine::{Backend, EngineOptions, Sampling, Watched, Watcher};
 
 const CITIES: [&str; 8] = [
     "Paris", "Lyon", "Berlin", "Madrid", "Rome", "Lisbon", "Delhi", "Bangkok",
@@ -108,53 +105,13 @@ fn history_of(
     Ok(with(n))
 }
 
-/// The backend of a measured turn: records when the first generated text of the turn arrives.
-struct FirstToken<'a> {
-    inner: &'a mut dyn Backend,
-    first: Option<Instant>,
-}
+/// Watches a measured turn: when its first generated text arrives.
+#[derive(Default)]
+struct FirstToken(Option<Instant>);
 
-impl Backend for FirstToken<'_> {
-    fn info(&self) -> &ModelInfo {
-        self.inner.info()
-    }
-    fn tokenize(&mut self, text: &str, special: bool) -> Result<Vec<Token>, EngineError> {
-        self.inner.tokenize(text, special)
-    }
-    fn generate(
-        &mut self,
-        request: &GenerateRequest,
-        sink: &mut TextSink<'_>,
-    ) -> Result<Generation, EngineError> {
-        let first = &mut self.first;
-        self.inner.generate(request, &mut |piece: &str| {
-            if first.is_none() {
-                *first = Some(Instant::now());
-            }
-            sink(piece)
-        })
-    }
-    fn tokenize_continuation(&mut self, text: &str) -> Result<Vec<Token>, EngineError> {
-        self.inner.tokenize_continuation(text)
-    }
-    fn cached_tokens(&self, sequence: usize) -> usize {
-        self.inner.cached_tokens(sequence)
-    }
-    fn truncate_cache(&mut self, sequence: usize, keep: usize) -> Result<(), EngineError> {
-        self.inner.truncate_cache(sequence, keep)
-    }
-    fn remove_tokens(
-        &mut self,
-        sequence: usize,
-        range: std::ops::Range<usize>,
-    ) -> Result<(), EngineError> {
-        self.inner.remove_tokens(sequence, range)
-    }
-    fn save_sequence(&mut self, sequence: usize, path: &Path) -> Result<u64, EngineError> {
-        self.inner.save_sequence(sequence, path)
-    }
-    fn restore_sequence(&mut self, sequence: usize, path: &Path) -> Result<usize, EngineError> {
-        self.inner.restore_sequence(sequence, path)
+impl Watcher for FirstToken {
+    fn piece(&mut self, _piece: &str) {
+        self.0.get_or_insert_with(Instant::now);
     }
 }
 
@@ -179,10 +136,7 @@ fn corral_turn(
     conversation: &mut Conversation,
     max_tokens: usize,
 ) -> anyhow::Result<Timing> {
-    let mut timed = FirstToken {
-        inner: backend,
-        first: None,
-    };
+    let mut timed = Watched::new(backend, FirstToken::default());
     let options = TurnOptions {
         max_tokens: Some(max_tokens),
         max_steps: 1,
@@ -207,7 +161,8 @@ fn corral_turn(
     }
     Ok(Timing {
         first_token: timed
-            .first
+            .watcher
+            .0
             .map_or(turn, |t| t.duration_since(started).as_secs_f64()),
         turn,
         prompt: outcome.prompt_tokens,
