@@ -171,14 +171,16 @@ fn named_choice_calls_that_tool() {
 #[test]
 fn auto_choice_leaves_text_free_and_constrains_a_call_once_it_starts() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // The model answers in prose: the grammar never engages.
-    assert_eq!(
-        run(WEATHER_QUESTION, ToolChoice::Auto),
-        Outcome::text(
-            "The weather in Paris right now is currently in Paris, France, with a temperature of \
-             25.5 Celsius."
-        )
+    // The model answers in prose: the grammar never engages. (Its wording past the first words
+    // differs between CPUs, AVX2 here and AMX there: a made-up temperature of 25.5 or 25.6.)
+    let prose = run(WEATHER_QUESTION, ToolChoice::Auto);
+    assert!(
+        prose
+            .content
+            .starts_with("The weather in Paris right now is"),
+        "{prose:?}"
     );
+    assert_eq!(prose, Outcome::text(&prose.content));
     // The model writes `<tool_call>` after some text: from there the grammar holds the call to
     // the schema (no extra properties), and the text before it stays free. (Greedy output pinned
     // for this build: a prompt is evaluated in batches of up to 512 tokens.)
