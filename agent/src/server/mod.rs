@@ -24,6 +24,7 @@
 //! for — and answers with the final text; the steps are in the message's `corral` field (and
 //! `corral_step` chunks when streaming).
 
+mod books;
 pub mod error;
 mod http;
 pub mod model;

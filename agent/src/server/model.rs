@@ -14,7 +14,7 @@
 //! backend that cannot share serves one request at a time. The bookkeeping (which sequence holds
 //! which conversation, remembered replies) sits behind one lock held only between steps.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -24,17 +24,13 @@ use corral_prompts::{
 };
 use serde_json::{json, Value};
 
+use super::books::{reply_key, Books};
 use super::error::ApiError;
 use super::request::{ChatRequest, ResponseFormat};
 use crate::agent::{self, Transcript};
 use crate::engine::{
     Backend, CancelToken, EngineError, GenerateRequest, ModelInfo, Prompt, StopReason, Token,
 };
-
-/// Replies remembered for rendering them back exactly, oldest forgotten first: at most this
-/// many, and at most this many bytes of keys and texts together.
-const REMEMBERED_REPLIES: usize = 4096;
-const REMEMBERED_BYTES: usize = 32 << 20;
 
 /// Why generation ended, as OpenAI spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,23 +128,6 @@ pub struct ServedModel {
     pub reply_cap: usize,
 }
 
-/// What the requests share: who holds which sequence, and the replies to render back.
-#[derive(Default)]
-struct Books {
-    slots: Vec<Slot>,
-    clock: u64,
-    replies: RememberedReplies,
-    calls: u64,
-}
-
-#[derive(Default)]
-struct Slot {
-    transcript: Transcript,
-    used: u64,
-    /// A request in flight holds this sequence.
-    busy: bool,
-}
-
 impl ServedModel {
     /// Serves `backend` in `format`, one slot per backend sequence; as many requests run at
     /// once as there are sequences when the backend can share itself ([`Backend::share`]).
@@ -166,10 +145,7 @@ impl ServedModel {
             info,
             format,
             controls,
-            books: Mutex::new(Books {
-                slots: (0..sequences).map(|_| Slot::default()).collect(),
-                ..Books::default()
-            }),
+            books: Mutex::new(Books::new(sequences)),
             admission: Arc::new(tokio::sync::Semaphore::new(if shares {
                 sequences
             } else {
@@ -551,50 +527,6 @@ impl ServedModel {
     }
 }
 
-impl Books {
-    /// The free sequence for a prompt: one whose whole cache the prompt continues, or that holds
-    /// the whole prompt (the same request again, a reply regenerated: only the old reply is
-    /// dropped), the longest shared; else an empty one; else one that shares at least half of
-    /// what it holds (a client that edited its last message); else the least recently used.
-    /// Sharing only a system prompt with another conversation is not enough to take that
-    /// conversation's cache. `None` when every sequence is busy.
-    fn pick_sequence(&mut self, rendered: &str) -> Option<usize> {
-        self.clock += 1;
-        // (index, shared bytes, held bytes) of each free sequence.
-        let scored: Vec<(usize, usize, usize)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| !slot.busy)
-            .map(|(i, slot)| {
-                let held = slot.transcript.text().len();
-                (i, slot.transcript.shared_prefix(rendered), held)
-            })
-            .collect();
-        let best = |keep: &dyn Fn(usize, usize) -> bool| {
-            scored
-                .iter()
-                .filter(|&&(_, shared, held)| keep(shared, held))
-                .max_by_key(|&&(_, shared, _)| shared)
-                .map(|&(i, _, _)| i)
-        };
-        // The prompt continues all the sequence holds, or all of the prompt is held there.
-        let same_conversation =
-            |shared: usize, held: usize| held > 0 && (shared == held || shared == rendered.len());
-        let sequence = best(&same_conversation)
-            .or_else(|| scored.iter().find(|s| s.2 == 0).map(|s| s.0))
-            .or_else(|| best(&|shared, held| shared > 0 && shared * 2 >= held))
-            .or_else(|| {
-                scored
-                    .iter()
-                    .min_by_key(|&&(i, _, _)| self.slots[i].used)
-                    .map(|s| s.0)
-            })?;
-        self.slots[sequence].used = self.clock;
-        Some(sequence)
-    }
-}
-
 /// The engine as one request reaches it.
 enum Handle<'a> {
     /// Its own handle: it runs at the same time as other requests.
@@ -722,49 +654,6 @@ impl Outgoing {
             }
             _ => Vec::new(),
         }
-    }
-}
-
-/// The key of a reply as a client sends it back: its content and its calls' names and
-/// arguments (ids are the client's to keep or drop).
-fn reply_key(content: &str, calls: &[ToolCall]) -> String {
-    let calls: Vec<Value> = calls.iter().map(|c| json!([c.name, c.arguments])).collect();
-    json!([content, calls]).to_string()
-}
-
-/// What the model wrote for replies this server gave, by [`reply_key`].
-#[derive(Default)]
-struct RememberedReplies {
-    texts: HashMap<String, String>,
-    order: VecDeque<String>,
-    bytes: usize,
-}
-
-impl RememberedReplies {
-    fn remember(&mut self, key: String, generated: String) {
-        let size = key.len() + generated.len();
-        if size > REMEMBERED_BYTES / 4 {
-            return;
-        }
-        match self.texts.insert(key.clone(), generated) {
-            Some(old) => self.bytes = self.bytes + size - key.len() - old.len(),
-            None => {
-                self.bytes += size;
-                self.order.push_back(key);
-            }
-        }
-        while self.order.len() > REMEMBERED_REPLIES || self.bytes > REMEMBERED_BYTES {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(text) = self.texts.remove(&oldest) {
-                self.bytes -= oldest.len() + text.len();
-            }
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.texts.get(key).map(String::as_str)
     }
 }
 
